@@ -1,0 +1,24 @@
+# PET/CT radiomics survival study: segmentation -> features -> model -> validation -> report.
+# Run the demo cohort with `snakemake --cores 2`; another cohort with `--configfile cohorts/NAME/config.yaml`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "cohorts/demo/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/imaging.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_targets,

@@ -1,0 +1,188 @@
+"""The ``biomarkers`` command: argument parsing and calls into the library, nothing else.
+
+Heavy libraries are imported inside each verb so that every call starts quickly.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from biomarkers.errors import BiomarkerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproducible PET/CT radiomics and survival biomarker pipeline.")
+
+
+def user_errors(func: Callable) -> Callable:
+    """Turn library errors into a one-line message on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (BiomarkerError, ValueError) as exc:
+            typer.echo(f"biomarkers {func.__name__}: error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+@user_errors
+def simulate(out: Path = typer.Option(..., help="Output folder of the cohort."),
+             subjects: int = typer.Option(150, help="Number of subjects."),
+             centers: int = typer.Option(3, help="Number of centres (scanners)."),
+             validation_centers: int = typer.Option(1, help="How many of the last centres form the validation cohort."),
+             seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
+             threads: int = typer.Option(1, help="Worker processes (results do not depend on it).")) -> None:
+    """Write a synthetic multi-centre PET/CT cohort with ground-truth survival."""
+    from biomarkers.simulate import simulate_cohort
+
+    sheet = simulate_cohort(out, n_subjects=subjects, n_centers=centers, seed=seed,
+                            validation_centers=validation_centers, threads=threads, progress=True)
+    typer.echo(f"wrote {sheet}")
+
+
+@app.command()
+@user_errors
+def segment(pet: Path = typer.Option(..., help="SUV image."),
+            out: Path = typer.Option(..., help="Labelled lesion mask to write."),
+            method: str = typer.Option("relative", help="fixed | relative"),
+            threshold: float = typer.Option(2.5, help="SUV threshold (fixed) or candidate threshold (relative)."),
+            fraction: float = typer.Option(0.41, help="Fraction of each region's SUVmax (relative)."),
+            min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
+            organs: Optional[Path] = typer.Option(None, help="Organ label image of physiological uptake to exclude."),
+            subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
+    """Threshold segmentation: a labelled lesion mask (1..n, 0 background)."""
+    import numpy as np
+
+    from biomarkers.io.images import like, read_image, read_image_pair, spacing_zyx_mm, to_array, write_image
+    from biomarkers.segment import segment_lesions
+
+    sid = subject_id or None
+    if organs is not None:
+        image, organ_image = read_image_pair(pet, organs, sid)
+        organ_array = to_array(organ_image)
+    else:
+        image, organ_array = read_image(pet, sid), None
+    labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
+                             fraction, min_volume_ml, organ_array)
+    write_image(like(labels, image), out)
+    typer.echo(f"{subject_id or pet.name}: {int(labels.max())} lesion(s)")
+
+
+@app.command()
+@user_errors
+def features(image: Path = typer.Option(..., help="SUV image."),
+             mask: Path = typer.Option(..., help="Lesion label image on the same grid."),
+             out: Path = typer.Option(..., help="lesions.parquet to write (one row per lesion)."),
+             params: Optional[Path] = typer.Option(None, help="pyradiomics parameter file; PET metrics only without it."),
+             subject_id: str = typer.Option("", help="Subject ID written to the table (default: the image file name without extension).")) -> None:
+    """PET metrics and pyradiomics features, one row per lesion label."""
+    from biomarkers.features.lesions import lesion_features
+    from biomarkers.io.atomic import write_parquet
+
+    sid = subject_id or image.name.split(".")[0]
+    table, meta = lesion_features(image, mask, sid, params)
+    write_parquet(table, out, meta)
+
+
+@app.command()
+@user_errors
+def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet files of the cohort's subjects."),
+              subjects: Path = typer.Option(..., help="Subjects sheet."),
+              out: Path = typer.Option(..., help="Feature table (parquet) to write."),
+              cohort: str = typer.Option(..., help="Cohort name (the sheet's `cohort` column)."),
+              covariates: str = typer.Option("", help="Comma-separated numeric covariate columns."),
+              categorical: List[str] = typer.Option([], help="NAME=LEVEL1,LEVEL2 (first level is the reference); repeatable.")) -> None:
+    """Per-subject aggregation: the feature table of one cohort."""
+    from biomarkers.features.build import build_cohort_table
+
+    cats = {}
+    for item in categorical:
+        name, _, levels = item.partition("=")
+        if not levels:
+            raise ValueError(f"--categorical expects NAME=LEVEL1,LEVEL2, got {item!r}")
+        cats[name] = _split(levels)
+    build_cohort_table(subjects, lesions, cohort, out, _split(covariates), cats)
+
+
+@app.command()
+@user_errors
+def fit(features: Path = typer.Option(..., help="Training feature table."),
+        model: str = typer.Option("coxph", help="Model name."),
+        out: Path = typer.Option(..., help="Model directory to write."),
+        include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
+        log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
+        penalizer: float = typer.Option(0.1, help="Penalty strength."),
+        l1_ratio: float = typer.Option(0.0, help="Elastic-net mixing (0 = ridge, 1 = lasso)."),
+        plot: Optional[Path] = typer.Option(None, help="Coefficient plot (PNG).")) -> None:
+    """Fit a survival model on the training cohort and freeze it."""
+    from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle, sha256_file
+
+    table = read_feature_table(features)
+    bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,
+                                 l1_ratio, sha256_file(features))
+    save_bundle(bundle, summary, out)
+    if plot is not None:
+        from biomarkers.report.plots import coefficient_plot
+
+        coefficient_plot(summary, plot, f"{model}: standardised coefficients (n={len(table)})")
+    typer.echo(f"fitted {model} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out}")
+
+
+@app.command()
+@user_errors
+def score(model: Path = typer.Option(..., help="Frozen model directory."),
+          features: Path = typer.Option(..., help="Feature table of any cohort."),
+          out: Path = typer.Option(..., help="scores.parquet to write.")) -> None:
+    """Apply a frozen model to a cohort."""
+    from biomarkers.survival.bundle import load_bundle, read_feature_table, score_table, write_scores
+
+    bundle = load_bundle(model)
+    table = read_feature_table(features, need_outcome=False)
+    write_scores(score_table(bundle, table, features), out, bundle)
+
+
+@app.command()
+@user_errors
+def evaluate(scores: Path = typer.Option(..., help="scores.parquet with time and event."),
+             out: Path = typer.Option(..., help="metrics.json to write."),
+             truth: Optional[Path] = typer.Option(None, help="truth.tsv of a simulated cohort (adds the oracle C-index)."),
+             bootstrap: int = typer.Option(1000, help="Bootstrap resamples."),
+             seed: int = typer.Option(0, help="Bootstrap seed."),
+             table: Optional[Path] = typer.Option(None, help="Also write the headline metrics as TSV."),
+             km_plot: Optional[Path] = typer.Option(None, help="Kaplan-Meier plot by risk group (PNG)."),
+             cindex_plot: Optional[Path] = typer.Option(None, help="C-index interval plot (PNG)."),
+             label: str = typer.Option("", help="Cohort label for plot titles.")) -> None:
+    """Validation statistics with bootstrap confidence intervals."""
+    from biomarkers.validation.report import evaluate_to_files
+
+    evaluate_to_files(scores, out, truth, bootstrap, seed, table, km_plot, cindex_plot, label)
+
+
+@app.command()
+@user_errors
+def collect(tables: List[Path] = typer.Argument(..., help="TSV tables with the same columns."),
+            out: Path = typer.Option(..., help="Combined TSV to write.")) -> None:
+    """Stack TSV tables (e.g. every cohort's metrics) into one."""
+    from biomarkers.io.atomic import concat_tsv
+
+    concat_tsv(tables, out)
+
+
+def main() -> None:
+    """Entry point of the ``biomarkers`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

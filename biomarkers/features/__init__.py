@@ -1,0 +1,1 @@
+"""Handcrafted lesion features: PET metrics, pyradiomics, per-subject aggregation."""

@@ -1,0 +1,87 @@
+"""From lesion rows to one row per subject, and the feature table for fit/score.
+
+Aggregation rule (documented for users):
+
+* burden: ``lesion_count``, ``total_mtv_ml`` (sum), ``total_tlg`` (sum);
+* intensity: ``suv_max`` and ``suv_peak`` of the hottest lesion (maximum over lesions);
+* spread: ``dissemination_mm``, the largest distance between two lesion centroids
+  (0 with fewer than two lesions);
+* texture and every other per-lesion feature: the value of the *largest* lesion (by MTV),
+  prefixed ``largest_``. Subjects with no lesion have 0 burden and missing (NaN)
+  intensity and texture values, which the model's imputation handles.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import pdist
+
+from biomarkers.errors import FeatureTableError, SubjectsSheetError
+
+_BOOKKEEPING = ("subject_id", "lesion_id", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
+
+
+def aggregate_subject(lesions: pd.DataFrame) -> dict[str, float]:
+    """Subject-level features from one subject's lesion rows (see the module docstring)."""
+    out: dict[str, float] = {
+        "lesion_count": float(len(lesions)),
+        "total_mtv_ml": float(lesions["mtv_ml"].sum()) if len(lesions) else 0.0,
+        "total_tlg": float(lesions["tlg"].sum()) if len(lesions) else 0.0,
+        "suv_max": float(lesions["suv_max"].max()) if len(lesions) else np.nan,
+        "suv_peak": float(lesions["suv_peak"].max()) if len(lesions) else np.nan,
+        "dissemination_mm": 0.0,
+    }
+    if len(lesions) >= 2:
+        centroids = lesions[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
+        out["dissemination_mm"] = float(pdist(centroids).max())
+    per_lesion = [c for c in lesions.columns if c not in _BOOKKEEPING]
+    largest = lesions.loc[lesions["mtv_ml"].idxmax()] if len(lesions) else None
+    for col in per_lesion:
+        out[f"largest_{col}"] = float(largest[col]) if largest is not None else np.nan
+    return out
+
+
+def feature_table(subjects: pd.DataFrame, lesions: pd.DataFrame, covariates: Sequence[str] = (),
+                  categorical: Mapping[str, Sequence[str]] | None = None, sheet_path: str = "subjects.tsv") -> pd.DataFrame:
+    """Build the feature table: ``subject_id``, ``time``, ``event``, covariates, features.
+
+    Parameters
+    ----------
+    subjects : DataFrame
+        Rows of the subjects sheet for the subjects to include.
+    lesions : DataFrame
+        Lesion rows of those subjects (any subject may have none).
+    covariates : sequence of str
+        Numeric sheet columns copied as they are.
+    categorical : mapping of str to sequence of str
+        Categorical sheet columns and their levels; the first level is the reference and
+        every other level gets a 0/1 column ``<name>_<level>``. Unknown levels are errors.
+    """
+    categorical = dict(categorical or {})
+    missing = [c for c in [*covariates, *categorical] if c not in subjects.columns]
+    if missing:
+        raise SubjectsSheetError(f"covariate column(s) {', '.join(missing)} not in subjects sheet", path=sheet_path)
+    extra = set(lesions["subject_id"]) - set(subjects["subject_id"]) if len(lesions) else set()
+    if extra:
+        raise FeatureTableError(f"lesion rows for subject(s) not in the sheet: {', '.join(sorted(extra))}")
+    rows = []
+    groups = dict(tuple(lesions.groupby("subject_id", sort=False))) if len(lesions) else {}
+    empty = lesions.iloc[0:0]
+    for _, subj in subjects.iterrows():
+        sid = subj["subject_id"]
+        row: dict = {"subject_id": sid, "time": float(subj["time"]), "event": int(subj["event"])}
+        for col in covariates:
+            value = pd.to_numeric(subj[col], errors="coerce")
+            if not np.isfinite(value):
+                raise SubjectsSheetError(f"covariate {col} is not a number ({subj[col]!r})", sid, sheet_path)
+            row[col] = float(value)
+        for col, levels in categorical.items():
+            if subj[col] not in levels:
+                raise SubjectsSheetError(f"{col}={subj[col]!r} is not one of the levels {list(levels)}", sid, sheet_path)
+            for level in levels[1:]:
+                row[f"{col}_{level}"] = float(subj[col] == level)
+        row.update(aggregate_subject(groups.get(sid, empty)))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,1 @@
+"""Reading and writing images, tables and the subjects sheet."""

@@ -1,0 +1,70 @@
+"""The subjects sheet: one row per subject with image paths, outcome and covariates."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from biomarkers.errors import SubjectsSheetError
+
+#: Columns every subjects sheet must have.
+REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "pet", "time", "event")
+#: Columns holding file paths, resolved relative to the sheet's folder.
+PATH_COLUMNS = ("pet", "ct", "mask", "organs")
+
+
+def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
+    """Read and check a subjects sheet (tab separated).
+
+    Relative paths in the path columns are resolved against the sheet's folder.
+
+    Raises
+    ------
+    SubjectsSheetError
+        Missing file or column, duplicate subject IDs, or invalid outcome values;
+        the message names the sheet and, where one is at fault, the subject.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SubjectsSheetError("subjects sheet does not exist", path=path)
+    df = pd.read_csv(path, sep="\t", dtype={"subject_id": str, "cohort": str, "center": str})
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise SubjectsSheetError(f"subjects sheet lacks column(s) {', '.join(missing)}", path=path)
+    if df["subject_id"].isna().any():
+        raise SubjectsSheetError(f"empty subject_id in row {int(df['subject_id'].isna().argmax()) + 2}", path=path)
+    dup = df["subject_id"][df["subject_id"].duplicated()]
+    if len(dup):
+        raise SubjectsSheetError("subject_id appears more than once", subject_id=dup.iloc[0], path=path)
+    if "time" in df.columns:
+        _check_outcome(df, path)
+    for col in PATH_COLUMNS:
+        if col in df.columns:
+            df[col] = [None if pd.isna(p) else str((path.parent / p) if not Path(p).is_absolute() else Path(p))
+                       for p in df[col]]
+    return df
+
+
+def _check_outcome(df: pd.DataFrame, path: Path) -> None:
+    time = pd.to_numeric(df["time"], errors="coerce")
+    bad = ~np.isfinite(time) | (time <= 0)
+    if bad.any():
+        sid = df["subject_id"][bad].iloc[0]
+        raise SubjectsSheetError(f"time must be a positive number, got {df['time'][bad].iloc[0]!r}",
+                                 subject_id=sid, path=path)
+    if "event" in df.columns:
+        ok = df["event"].isin([0, 1, True, False])
+        if not ok.all():
+            sid = df["subject_id"][~ok].iloc[0]
+            raise SubjectsSheetError(f"event must be 0 or 1, got {df['event'][~ok].iloc[0]!r}",
+                                     subject_id=sid, path=path)
+
+
+def subject_row(df: pd.DataFrame, subject_id: str, path: str | Path) -> pd.Series:
+    """The sheet's row of one subject, or an error naming the sheet."""
+    rows = df[df["subject_id"] == subject_id]
+    if rows.empty:
+        raise SubjectsSheetError("subject not in subjects sheet", subject_id=subject_id, path=path)
+    return rows.iloc[0]

@@ -1,0 +1,85 @@
+"""Report figures: Kaplan-Meier curves by risk group, C-index intervals, model coefficients."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from biomarkers.io.atomic import atomic_path  # noqa: E402
+
+_GROUP_COLOURS = {"low": "#1b7837", "high": "#b2182b"}
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def km_plot(scores: pd.DataFrame, metrics: Mapping, path: str | Path, title: str) -> None:
+    """Kaplan-Meier curves per risk group with numbers at risk and the log-rank p-value."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fitters = []
+    for group in ("low", "high"):
+        sub = scores[scores["risk_group"] == group]
+        if sub.empty:
+            continue
+        km = KaplanMeierFitter(label=f"{group} risk (n={len(sub)})").fit(sub["time"], sub["event"])
+        km.plot_survival_function(ax=ax, ci_show=True, color=_GROUP_COLOURS[group], show_censors=True)
+        fitters.append(km)
+    groups = metrics.get("risk_groups", {})
+    p = groups.get("logrank_p")
+    hr = groups.get("hazard_ratio_high_vs_low")
+    text = []
+    if p is not None:
+        text.append(f"log-rank p = {p:.2g}")
+    if hr is not None:
+        text.append(f"HR high vs low = {hr['estimate']:.2f} ({hr['ci95'][0]:.2f}-{hr['ci95'][1]:.2f})")
+    c = metrics.get("harrell_c")
+    if c is not None:
+        text.append(f"Harrell's C = {c['estimate']:.3f} ({c['ci95'][0]:.3f}-{c['ci95'][1]:.3f})")
+    ax.text(0.98, 0.98, "\n".join(text), transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    ax.set_xlabel("time (days)")
+    ax.set_ylabel("survival probability")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    if fitters:
+        add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
+    _save(fig, path)
+
+
+def cindex_plot(rows: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Point estimates and 95 % intervals, one line per row of ``rows``.
+
+    ``rows`` has columns ``label``, ``estimate``, ``ci_low``, ``ci_high``.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(rows)))
+    y = range(len(rows))[::-1]
+    ax.errorbar(rows["estimate"], list(y), xerr=[rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]],
+                fmt="o", color="#2166ac", capsize=3)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(list(y), rows["label"])
+    ax.set_xlim(0.3, 1.0)
+    ax.set_xlabel("C-index (95 % bootstrap interval); 0.5 = chance")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def coefficient_plot(summary: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Horizontal bars of standardised Cox coefficients (log hazard ratio per SD)."""
+    s = summary.sort_values("coef")
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.3 * len(s)))
+    colours = ["#b2182b" if c > 0 else "#2166ac" for c in s["coef"]]
+    ax.barh(s["feature"], s["coef"], color=colours)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("log hazard ratio per standard deviation")
+    ax.set_title(title)
+    _save(fig, path)

@@ -1,0 +1,1 @@
+"""Validation statistics of a prognostic score on a cohort."""

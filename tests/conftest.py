@@ -1,0 +1,4 @@
+"""Test-wide settings: plots render off-screen."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,74 @@
+"""Wrong inputs stop with a one-line error naming the subject and file, and write nothing."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+
+def run(*args):
+    proc = subprocess.run([sys.executable, "-m", "biomarkers", *map(str, args)], capture_output=True, text=True)
+    return proc.returncode, proc.stderr.strip()
+
+
+def write(path, array, spacing=(4.0, 4.0, 4.0)):
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(spacing)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    suv = np.ones((10, 12, 14), np.float32)
+    suv[3:7, 4:8, 5:9] = 6.0
+    pet = write(tmp_path / "sub-01_pet.nii.gz", suv)
+    mask = write(tmp_path / "sub-01_mask.nii.gz", (suv > 2).astype(np.uint16))
+    return tmp_path, pet, mask
+
+
+def test_missing_image_file(images):
+    folder, _, mask = images
+    out = folder / "lesions.parquet"
+    code, err = run("features", "--image", folder / "nope_pet.nii.gz", "--mask", mask, "--out", out,
+                    "--subject-id", "sub-01")
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "subject sub-01" in err and "nope_pet.nii.gz" in err and "does not exist" in err
+    assert not out.exists() and not list(folder.glob(".lesions*"))
+
+
+def test_mask_with_other_geometry(images):
+    folder, pet, _ = images
+    other = write(folder / "sub-01_other.nii.gz", np.ones((10, 12, 14), np.uint16), spacing=(4.0, 4.0, 3.0))
+    out = folder / "lesions.parquet"
+    code, err = run("features", "--image", pet, "--mask", other, "--out", out, "--subject-id", "sub-01")
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "subject sub-01" in err and "sub-01_other.nii.gz" in err and "geometry differs" in err
+    assert not out.exists()
+
+
+def test_subjects_sheet_without_time(images, tmp_path):
+    folder, pet, mask = images
+    lesions = folder / "lesions.parquet"
+    assert run("features", "--image", pet, "--mask", mask, "--out", lesions, "--subject-id", "sub-01")[0] == 0
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame({"subject_id": ["sub-01"], "cohort": ["train"], "center": ["C1"], "pet": [pet.name],
+                  "event": [1]}).to_csv(sheet, sep="\t", index=False)
+    out = tmp_path / "train.parquet"
+    code, err = run("aggregate", "--subjects", sheet, "--cohort", "train", "--out", out, lesions)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "subjects.tsv" in err and "lacks column(s) time" in err
+    assert not out.exists()
+
+
+def test_bad_outcome_value_names_the_subject(images, tmp_path):
+    folder, pet, mask = images
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame({"subject_id": ["sub-01", "sub-02"], "cohort": ["train"] * 2, "center": ["C1"] * 2,
+                  "pet": [pet.name] * 2, "time": [120.0, -3.0], "event": [1, 0]}).to_csv(sheet, sep="\t", index=False)
+    code, err = run("aggregate", "--subjects", sheet, "--cohort", "train", "--out", tmp_path / "t.parquet",
+                    folder / "x.parquet")
+    assert code == 1 and "subject sub-02" in err and "subjects.tsv" in err and "time must be a positive" in err

@@ -1,0 +1,24 @@
+# The synthetic cohort (only when the config has a `simulate` section).
+
+
+checkpoint simulate:
+    output:
+        sheet=f"{RESULTS}/cohort/subjects.tsv",
+        truth=f"{RESULTS}/cohort/truth.tsv",
+        centers=report(f"{RESULTS}/cohort/centers.tsv", caption="../report/centers.rst", category="Cohort"),
+    params:
+        folder=sheet_folder,
+        n=config.get("simulate", {}).get("subjects"),
+        centers=config.get("simulate", {}).get("centers"),
+        validation=config.get("simulate", {}).get("validation_centers"),
+        seed=config.get("simulate", {}).get("seed"),
+    log:
+        f"{RESULTS}/logs/simulate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/simulate.tsv"
+    threads: workflow.cores
+    conda:
+        ENV
+    shell:
+        "biomarkers simulate --out {params.folder:q} --subjects {params.n} --centers {params.centers}"
+        " --validation-centers {params.validation} --seed {params.seed} --threads {threads} 2> {log:q}"

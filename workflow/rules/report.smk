@@ -1,0 +1,14 @@
+# One table of every cohort's metrics for the HTML report (`snakemake --report`).
+
+
+rule metrics_table:
+    input:
+        cohort_metric_tables,
+    output:
+        report(f"{RESULTS}/report/metrics.tsv", caption="../report/metrics.rst", category="Validation"),
+    log:
+        f"{RESULTS}/logs/metrics_table.log",
+    conda:
+        ENV
+    shell:
+        "biomarkers collect --out {output:q} {input:q} > {log:q} 2>&1"
