@@ -164,7 +164,7 @@ def evaluate(scores: Path = typer.Option(..., help="scores.parquet with time and
              cindex_plot: Optional[Path] = typer.Option(None, help="C-index interval plot (PNG)."),
              label: str = typer.Option("", help="Cohort label for plot titles.")) -> None:
     """Validation statistics with bootstrap confidence intervals."""
-    from biomarkers.validation.report import evaluate_to_files
+    from biomarkers.validation.evaluate import evaluate_to_files
 
     evaluate_to_files(scores, out, truth, bootstrap, seed, table, km_plot, cindex_plot, label)
 

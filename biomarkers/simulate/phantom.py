@@ -359,6 +359,8 @@ def build_phantom(rng: np.random.Generator, sex: str) -> Phantom:
     suv_lut, hu_lut = _uptake_tables(rng)
     liver_suv = float(suv_lut[Tissue.LIVER])
     labels, lesions, textures = _place_lesions(tissue, grid, rng, marks, liver_suv)
+    if not lesions:
+        raise RuntimeError("could not place any lesion in the phantom; this is a bug")
     suv = suv_lut[tissue]
     hu = hu_lut[tissue]
     for k, (lesion, field) in enumerate(zip(lesions, textures)):

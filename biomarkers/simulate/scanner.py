@@ -113,8 +113,8 @@ class Resampler:
                 sub = matrix
             else:
                 cols = matrix[:, box[axis]]
-                nz = np.flatnonzero(cols.getnnz(axis=1))
-                rows = slice(int(nz[0]), int(nz[-1]) + 1)
+                nz = np.flatnonzero(np.diff(cols.indptr))
+                rows = slice(int(nz[0]), int(nz[-1]) + 1) if nz.size else slice(0, 0)
                 sub = cols[rows]
             out = self._apply(sub, out, axis)
             coarse_box.append(rows)
@@ -131,6 +131,8 @@ def _labels_by_majority(resampler: Resampler, fine_labels: np.ndarray,
     best = np.zeros(resampler.coarse.shape_zyx, np.float32)
     for label, box in boxes:
         cbox, frac = resampler.average(fine_labels[box] == label, box)
+        if frac.size == 0:  # region outside the centre's field of view
+            continue
         win = (frac >= 0.5) & (frac > best[cbox])
         if not win.any():
             win = frac == frac.max()
@@ -182,11 +184,12 @@ def acquire(phantom: Phantom, center: Center, rng: np.random.Generator) -> Scan:
     ct_hu = np.clip(np.rint(ct), -1024, 3071).astype(np.int16)
     lesion_boxes = [(k + 1, les.box) for k, les in enumerate(phantom.lesions)]
     mask = _labels_by_majority(resampler, phantom.lesion_labels, lesion_boxes, np.uint16)
-    organ_boxes = [(ORGAN_LABELS[cls], phantom.organ_boxes[ORGAN_LABELS[cls]]) for cls in ORGAN_LABELS]
-    tissue_as_organs = np.zeros_like(phantom.tissue)
+    organ_fine = np.zeros_like(phantom.tissue)
+    organ_boxes = []
     for cls, label in ORGAN_LABELS.items():
-        for _, box in organ_boxes:
-            region = tissue_as_organs[box]
-            region[phantom.tissue[box] == cls] = label
-    organs = _labels_by_majority(resampler, tissue_as_organs, organ_boxes, np.uint8)
+        box = phantom.organ_boxes[label]
+        organ_fine[box][phantom.tissue[box] == cls] = label
+        organ_boxes.append((label, box))
+    organs = _labels_by_majority(resampler, organ_fine, organ_boxes, np.uint8)
+    organs[mask > 0] = 0  # a voxel shared half and half by a liver lesion and the liver
     return Scan(coarse, pet.astype(np.float32), ct_hu, mask, organs)

@@ -49,24 +49,31 @@ def uno_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tau: float,
 def bootstrap(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> np.ndarray:
     """Values of ``statistic(indices)`` over ``n_boot`` resamples of ``range(n)`` with replacement.
 
-    Resamples on which the statistic is undefined (raises ``ValueError`` or ``ZeroDivisionError``,
-    e.g. no comparable pair) are skipped.
+    Resamples on which the statistic is undefined (not finite, or raises ``ValueError`` or
+    ``ZeroDivisionError``, e.g. no comparable pair) are skipped; their number is reported.
     """
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
         idx = rng.integers(0, n, size=n)
         try:
-            values.append(statistic(idx))
+            value = statistic(idx)
         except (ValueError, ZeroDivisionError):
             continue
+        if np.isfinite(value):
+            values.append(value)
     return np.asarray(values, dtype=np.float64)
 
 
 def _estimate(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> dict:
     boot = bootstrap(statistic, n, n_boot, seed)
-    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
-    return {"estimate": statistic(np.arange(n)), "ci95": [float(lo), float(hi)], "n_boot_used": int(len(boot))}
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (None, None)
+    return {"estimate": statistic(np.arange(n)), "ci95": [_num(lo), _num(hi)], "n_boot_used": int(len(boot))}
+
+
+def _num(value) -> float | None:
+    """A float for JSON, or None where undefined (JSON has no NaN)."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame | None = None, n_boot: int = 1000,

@@ -1,4 +1,4 @@
-"""The Snakefile end to end on a tiny simulated cohort (12 subjects, 3 centres)."""
+"""The Snakefile end to end on a tiny simulated cohort (24 subjects, 3 centres)."""
 import json
 import os
 import subprocess
@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
 def test_every_stage_wrote_its_outputs(tiny_run):
     sheet = pd.read_csv(tiny_run / "cohort" / "subjects.tsv", sep="\t")
-    assert len(sheet) == 12 and set(sheet["cohort"]) == {"train", "validation"}
+    assert len(sheet) == 24 and set(sheet["cohort"]) == {"train", "validation"}
     for sid in sheet["subject_id"]:
         assert (tiny_run / "segmentation" / f"{sid}_lesions.nii.gz").is_file()
         assert (tiny_run / "features" / "lesions" / f"{sid}.parquet").is_file()

@@ -11,8 +11,15 @@ RESULTS = config["results"]
 ENV = "../../environment.yml"
 SIMULATED = "simulate" in config
 TRAIN = config["training_cohort"]
+# Absolute: the sheet is validated inside input functions, after the include stack is gone.
+SUBJECTS_SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "subjects.schema.yaml")
 
 _sheet_cache = {}
+
+
+wildcard_constraints:
+    subject="[^/]+",
+    cohort="[^/]+",
 
 
 def subjects_sheet_path():
@@ -27,7 +34,7 @@ def subjects():
     path = subjects_sheet_path()
     if path not in _sheet_cache:
         sheet = pd.read_csv(path, sep="\t", dtype={"subject_id": str, "cohort": str, "center": str})
-        validate(sheet, schema="../schemas/subjects.schema.yaml")
+        validate(sheet, schema=SUBJECTS_SCHEMA)
         base = os.path.dirname(path)
         for col in ("pet", "ct", "mask", "organs"):
             if col in sheet.columns:

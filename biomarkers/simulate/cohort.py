@@ -1,0 +1,183 @@
+"""Simulate a multi-centre PET/CT cohort and write it to disk.
+
+Layout written under ``out_dir``::
+
+    subjects.tsv   one row per subject (written last: marks the cohort complete)
+    truth.tsv      true linear predictor and its lesion components
+    centers.tsv    scanner parameters of each centre
+    images/{subject_id}_{pet,ct,mask,organs}.nii.gz
+
+Random streams are derived from ``seed`` with :class:`numpy.random.SeedSequence`
+spawn keys: (0,) cohort plan and covariates, (1,) survival outcomes, (2, i, 0)
+anatomy and (2, i, 1) scanner noise of subject ``i``. Results therefore do not
+depend on the number of worker processes.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from biomarkers.simulate import outcome
+from biomarkers.simulate.phantom import Grid, build_phantom
+from biomarkers.simulate.scanner import Center, acquire, default_centers
+
+SUBJECT_COLUMNS = ("subject_id", "cohort", "center", "pet", "ct", "mask", "organs",
+                   "time", "event", "age", "sex", "ecog")
+TRUTH_COLUMNS = ("subject_id", "true_lp", "true_mtv_ml", "true_heterogeneity",
+                 "true_lesion_count", "true_dissemination_mm")
+CENTER_COLUMNS = ("center", "spacing_mm", "psf_fwhm_mm", "noise_cv")
+IMAGE_KINDS = ("pet", "ct", "mask", "organs")
+
+
+@dataclass(frozen=True)
+class SubjectPlan:
+    """Everything a worker needs to simulate and write one subject."""
+
+    subject_id: str
+    index: int
+    seed: int
+    sex: str
+    center: Center
+    images_dir: Path
+
+
+def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The anatomy and scanner-noise generators of subject ``index`` (0-based)."""
+    return (np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index, 0))),
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index, 1))))
+
+
+def image_path(subject_id: str, kind: str) -> str:
+    """Path of a subject's image relative to the cohort folder."""
+    return f"images/{subject_id}_{kind}.nii.gz"
+
+
+def _write_image(array: np.ndarray, grid: Grid, path: Path) -> None:
+    """Write a (z, y, x) array on ``grid`` as compressed NIfTI via a temporary name."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(grid.spacing_mm)
+    image.SetOrigin(grid.origin_mm)
+    tmp = path.with_name(f".{path.name[:-len('.nii.gz')]}.part.nii.gz")
+    sitk.WriteImage(image, str(tmp), True)
+    os.replace(tmp, path)
+
+
+def _write_tsv(path: Path, columns: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
+    """Write a tab-separated table of pre-formatted strings via a temporary name."""
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("\t".join(columns) + "\n")
+        for row in rows:
+            handle.write("\t".join(row) + "\n")
+    os.replace(tmp, path)
+
+
+def simulate_subject(plan: SubjectPlan) -> outcome.LesionBurden:
+    """Build, image and write one subject; return its true lesion burden."""
+    anatomy_rng, noise_rng = subject_rngs(plan.seed, plan.index)
+    phantom = build_phantom(anatomy_rng, plan.sex)
+    scan = acquire(phantom, plan.center, noise_rng)
+    arrays = {"pet": scan.pet_suv, "ct": scan.ct_hu, "mask": scan.mask, "organs": scan.organs}
+    for kind in IMAGE_KINDS:
+        _write_image(arrays[kind], scan.grid, plan.images_dir / f"{plan.subject_id}_{kind}.nii.gz")
+    return outcome.lesion_burden(np.array([les.volume_ml for les in phantom.lesions]),
+                                 np.array([les.texture_amplitude for les in phantom.lesions]),
+                                 np.array([les.centre_mm for les in phantom.lesions]))
+
+
+def _check_arguments(n_subjects: int, n_centers: int, seed: int, validation_centers: int,
+                     threads: int) -> None:
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
+    if n_centers < 1:
+        raise ValueError(f"n_centers must be at least 1, got {n_centers}")
+    if not 0 <= validation_centers < n_centers:
+        raise ValueError(f"validation_centers must be between 0 and n_centers - 1 = {n_centers - 1} "
+                         f"(at least one training centre), got {validation_centers}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+
+
+def _run(plans: list[SubjectPlan], threads: int) -> Iterator[outcome.LesionBurden]:
+    """Simulate subjects in order, in a pool of ``threads`` processes when above 1."""
+    if threads == 1 or len(plans) == 1:
+        yield from map(simulate_subject, plans)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(threads, len(plans)), mp_context=context) as pool:
+        yield from pool.map(simulate_subject, plans)
+
+
+def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, seed: int = 0,
+                    validation_centers: int = 1, threads: int = 1, progress: bool = False) -> Path:
+    """Write a synthetic multi-centre PET/CT cohort; return the path of subjects.tsv.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Output folder (created if needed).
+    n_subjects : int
+        Number of subjects; they are spread evenly over the centres in a seeded random order.
+    n_centers : int
+        Number of centres (scanners), named ``C1`` .. ``Cn``.
+    seed : int
+        Seed of every random draw; the same seed gives byte-identical files.
+    validation_centers : int
+        The last ``validation_centers`` centres form the ``validation`` cohort, the others ``train``.
+    threads : int
+        Worker processes (started with "spawn": a calling script needs an
+        ``if __name__ == "__main__"`` guard); the output does not depend on it.
+    progress : bool
+        Show a progress bar over subjects.
+
+    Returns
+    -------
+    Path
+        ``out_dir / "subjects.tsv"``.
+    """
+    _check_arguments(n_subjects, n_centers, seed, validation_centers, threads)
+    out_dir = Path(out_dir)
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    centers = default_centers(n_centers)
+    plan_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    center_of = plan_rng.permutation(np.arange(n_subjects) % n_centers)
+    covariates = outcome.draw_covariates(n_subjects, plan_rng)
+    width = max(4, len(str(n_subjects)))
+    ids = [f"sub-{i + 1:0{width}d}" for i in range(n_subjects)]
+    plans = [SubjectPlan(ids[i], i, seed, str(covariates.sex[i]), centers[center_of[i]], images_dir)
+             for i in range(n_subjects)]
+    bar = tqdm(_run(plans, threads), total=n_subjects, disable=not progress,
+               desc="simulate", unit="subject")
+    burdens = list(bar)
+    lp = outcome.linear_predictor(np.array([b.mtv_ml for b in burdens]),
+                                  np.array([b.heterogeneity for b in burdens]),
+                                  np.array([b.dissemination_mm for b in burdens]),
+                                  covariates.age_years, covariates.ecog)
+    outcome_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    time_days, event = outcome.draw_survival(lp, outcome_rng)
+
+    _write_tsv(out_dir / "centers.tsv", CENTER_COLUMNS,
+               ([c.name, "x".join(f"{s:.1f}" for s in c.spacing_mm), f"{c.psf_fwhm_mm:.1f}",
+                 f"{c.noise_cv:.3f}"] for c in centers))
+    _write_tsv(out_dir / "truth.tsv", TRUTH_COLUMNS,
+               ([ids[i], f"{lp[i]:.6f}", f"{b.mtv_ml:.4f}", f"{b.heterogeneity:.6f}",
+                 str(b.lesion_count), f"{b.dissemination_mm:.2f}"] for i, b in enumerate(burdens)))
+    n_train = n_centers - validation_centers
+    rows = ([ids[i], "train" if center_of[i] < n_train else "validation", centers[center_of[i]].name,
+             *(image_path(ids[i], kind) for kind in IMAGE_KINDS),
+             f"{time_days[i]:.1f}", str(int(event[i])), str(int(covariates.age_years[i])),
+             str(covariates.sex[i]), str(int(covariates.ecog[i]))] for i in range(n_subjects))
+    subjects = out_dir / "subjects.tsv"
+    _write_tsv(subjects, SUBJECT_COLUMNS, rows)
+    return subjects
