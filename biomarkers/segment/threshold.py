@@ -9,9 +9,13 @@ Two methods:
     with SUV >= ``fraction`` x that region's SUVmax are kept (41 % is the EANM choice for
     fixed-threshold MTV).
 
-Components that lie mostly (``organ_overlap_max``) inside a physiological-uptake organ
-(brain, heart, kidneys, bladder, liver) dilated by one voxel are physiological, not
-lesions, and are dropped; components smaller than ``min_volume_ml`` are dropped.
+Physiological uptake (brain, heart, kidneys, bladder, liver; the ``organs`` label image) is
+excluded in two steps: organ voxels are never lesion voxels, and a remaining component that
+touches an organ (26-neighbourhood) but is no hotter than that organ (its SUVmax at most the
+organ's 95th SUV percentile) is spill-over of the organ's uptake through the scanner's blur,
+not a lesion, and is dropped. A lesion inside or beside an organ is hotter than the organ and
+survives; one no hotter than its organ cannot be told from it by thresholds (a known limit).
+Components smaller than ``min_volume_ml`` are dropped.
 Labels are numbered 1..n in raster order of each component's first voxel.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ _STRUCTURE = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
 
 def segment_lesions(suv: np.ndarray, spacing_mm: tuple[float, float, float], method: str = "relative",
                     threshold_suv: float = 2.5, fraction: float = 0.41, min_volume_ml: float = 0.5,
-                    organs: np.ndarray | None = None, organ_overlap_max: float = 0.5) -> np.ndarray:
+                    organs: np.ndarray | None = None) -> np.ndarray:
     """Label lesions in an SUV volume.
 
     Parameters
@@ -44,8 +48,6 @@ def segment_lesions(suv: np.ndarray, spacing_mm: tuple[float, float, float], met
         Components below this volume are discarded.
     organs : ndarray, optional
         Organ label image on the same grid; non-zero voxels are physiological uptake.
-    organ_overlap_max : float
-        A component with more than this fraction of its voxels in the dilated organ mask is dropped.
 
     Returns
     -------
@@ -57,7 +59,7 @@ def segment_lesions(suv: np.ndarray, spacing_mm: tuple[float, float, float], met
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    candidates = _keep_lesion_components(suv >= threshold_suv, organs, organ_overlap_max)
+    candidates = _drop_organ_uptake(suv >= threshold_suv, suv, organs)
     if method == "relative":
         labels, n = ndimage.label(candidates, structure=_STRUCTURE)
         if n:
@@ -75,16 +77,20 @@ def segment_lesions(suv: np.ndarray, spacing_mm: tuple[float, float, float], met
     return new_ids[labels]
 
 
-def _keep_lesion_components(binary: np.ndarray, organs: np.ndarray | None, overlap_max: float) -> np.ndarray:
-    """Drop components that lie mostly inside the (one-voxel dilated) organ mask."""
+def _drop_organ_uptake(binary: np.ndarray, suv: np.ndarray, organs: np.ndarray | None) -> np.ndarray:
+    """Remove organ voxels, then components touching an organ but no hotter than it."""
     if organs is None or not organs.any():
         return binary
-    organ = ndimage.binary_dilation(organs > 0, structure=_STRUCTURE)
+    binary = binary & (organs == 0)
     labels, n = ndimage.label(binary, structure=_STRUCTURE)
     if n == 0:
         return binary
-    total = np.bincount(labels.ravel(), minlength=n + 1)
-    inside = np.bincount(labels[organ].ravel(), minlength=n + 1)
-    drop = inside > overlap_max * total
-    drop[0] = True
-    return binary & ~drop[labels] & ~organ
+    ceiling = np.zeros(n + 1)  # per component: the hottest touched organ's 95th percentile
+    for organ_id in np.unique(organs[organs > 0]):
+        organ = organs == organ_id
+        touched = np.unique(labels[ndimage.binary_dilation(organ, structure=_STRUCTURE)])
+        ceiling[touched] = np.maximum(ceiling[touched], np.percentile(suv[organ], 95))
+    comp_max = np.concatenate([[np.inf], ndimage.maximum(suv, labels, index=np.arange(1, n + 1))])
+    drop = comp_max <= ceiling
+    drop[0] = False
+    return binary & ~drop[labels]

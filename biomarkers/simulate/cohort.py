@@ -15,7 +15,6 @@ depend on the number of worker processes.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from biomarkers.io.atomic import atomic_path
+from biomarkers.io.images import write_image
 from biomarkers.simulate import outcome
 from biomarkers.simulate.phantom import Grid, build_phantom
 from biomarkers.simulate.scanner import Center, acquire, default_centers
@@ -61,23 +62,19 @@ def image_path(subject_id: str, kind: str) -> str:
 
 
 def _write_image(array: np.ndarray, grid: Grid, path: Path) -> None:
-    """Write a (z, y, x) array on ``grid`` as compressed NIfTI via a temporary name."""
+    """Write a (z, y, x) array on ``grid`` as compressed NIfTI, atomically."""
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(grid.spacing_mm)
     image.SetOrigin(grid.origin_mm)
-    tmp = path.with_name(f".{path.name[:-len('.nii.gz')]}.part.nii.gz")
-    sitk.WriteImage(image, str(tmp), True)
-    os.replace(tmp, path)
+    write_image(image, path)
 
 
 def _write_tsv(path: Path, columns: Iterable[str], rows: Iterable[Iterable[str]]) -> None:
-    """Write a tab-separated table of pre-formatted strings via a temporary name."""
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+    """Write a tab-separated table of pre-formatted strings, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:
         handle.write("\t".join(columns) + "\n")
         for row in rows:
             handle.write("\t".join(row) + "\n")
-    os.replace(tmp, path)
 
 
 def simulate_subject(plan: SubjectPlan) -> outcome.LesionBurden:

@@ -71,3 +71,25 @@ def test_relative_threshold_is_per_region():
 def test_bad_method_is_an_error():
     with pytest.raises(ValueError, match="unknown segmentation method"):
         segment_lesions(np.ones((3, 3, 3)), (1, 1, 1), "otsu")
+
+
+def test_organ_spill_is_dropped_but_lesions_in_and_beside_organs_are_kept():
+    from scipy import ndimage
+
+    shape = (48, 48, 48)
+    organ = ball(shape, (24, 24, 14), 9)  # a hot organ, e.g. the bladder
+    lesion_inside = ball(shape, (24, 24, 14), 2)  # a lesion inside the organ (not organ tissue)
+    lesion_beside = ball(shape, (24, 24, 30), 3)  # a lesion 6 mm from its edge
+    activity = np.full(shape, 0.8)
+    activity[organ] = 12.0
+    activity[lesion_inside] = 40.0
+    activity[lesion_beside] = 10.0
+    suv = ndimage.gaussian_filter(activity, 1.5)  # scanner blur spreads organ uptake outside the organ
+    organs = (organ & ~lesion_inside).astype(np.uint8)
+    spill = (suv >= 2.5) & ~organ & ~ndimage.binary_dilation(lesion_beside, iterations=3)
+    assert spill.sum() > 100  # without the spill rule the rim would be a large false positive
+    labels = segment_lesions(suv, (2.0, 2.0, 2.0), "fixed", 2.5, min_volume_ml=0.0, organs=organs)
+    assert labels.max() == 2
+    found = {int(labels[24, 24, 14]), int(labels[24, 24, 30])}
+    assert found == {1, 2}
+    assert not labels[spill].any()
