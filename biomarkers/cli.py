@@ -126,7 +126,8 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         l1_ratio: float = typer.Option(0.0, help="Elastic-net mixing (0 = ridge, 1 = lasso)."),
         plot: Optional[Path] = typer.Option(None, help="Coefficient plot (PNG).")) -> None:
     """Fit a survival model on the training cohort and freeze it."""
-    from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle, sha256_file
+    from biomarkers.io.provenance import sha256_file
+    from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle
 
     table = read_feature_table(features)
     bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,

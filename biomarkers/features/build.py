@@ -9,6 +9,7 @@ import pandas as pd
 from biomarkers.errors import FeatureTableError, SubjectsSheetError
 from biomarkers.features.aggregate import feature_table
 from biomarkers.io.atomic import read_parquet_metadata, write_parquet
+from biomarkers.io.provenance import file_record
 from biomarkers.io.subjects import read_subjects
 
 
@@ -46,6 +47,6 @@ def build_cohort_table(subjects_path: str | Path, lesion_paths: Sequence[str | P
         raise FeatureTableError(f"lesion table of a subject outside cohort {cohort}", stray[0], seen[stray[0]])
     lesions = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
     table = feature_table(members, lesions, covariates, categorical, str(subjects_path))
-    write_parquet(table, out, {"cohort": cohort, "subjects_sheet": str(subjects_path),
+    write_parquet(table, out, {"cohort": cohort, "subjects_sheet": file_record(subjects_path),
                                "covariates": list(covariates), "categorical": dict(categorical or {})})
     return table

@@ -9,6 +9,7 @@ import pandas as pd
 from biomarkers.errors import InputError
 from biomarkers.features.pet import pet_metrics
 from biomarkers.features.radiomics import radiomics_features
+from biomarkers.io.provenance import file_record
 from biomarkers.io.images import read_image_pair, spacing_zyx_mm, to_array
 
 
@@ -49,7 +50,7 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
         return mask.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_zyx[::-1]])
 
     table = pet_metrics(suv, labels, spacing_zyx_mm(image), index_to_mm)
-    metadata: dict = {"subject_id": subject_id, "image": str(image_path), "mask": str(mask_path)}
+    metadata: dict = {"subject_id": subject_id, "image": file_record(image_path), "mask": file_record(mask_path)}
     if params_path is not None and len(table):
         rad, settings = radiomics_features(image, mask, table["lesion_id"], params_path, subject_id,
                                            mask_path, progress)

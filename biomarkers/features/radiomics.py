@@ -14,6 +14,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from biomarkers.errors import InputError
+from biomarkers.io.provenance import file_record
 
 
 def make_extractor(params_path: str | Path):
@@ -63,7 +64,7 @@ def radiomics_features(image: sitk.Image, labels: sitk.Image, lesion_ids: Iterab
         rows.append(row)
     settings = {
         "pyradiomics_version": radiomics.__version__,
-        "params_file": str(params_path),
+        "params_file": file_record(params_path),
         "image_types": extractor.enabledImagetypes,
         "feature_classes": extractor.enabledFeatures,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in extractor.settings.items()},

@@ -6,7 +6,6 @@ risk-group cut-off, the training table's SHA-256 and library versions) and
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -140,15 +139,6 @@ def write_scores(scores: pd.DataFrame, path: str | Path, bundle: ModelBundle) ->
     """Write scores to parquet with the model's provenance in the metadata."""
     write_parquet(scores, path, {"model": bundle.model, "risk_cutoff": bundle.risk_cutoff,
                                  "train_table_sha256": bundle.info.get("train_table_sha256", "")})
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:

@@ -65,3 +65,17 @@ def test_rerun_is_up_to_date_and_report_builds(tiny_run, tmp_path):
                      f"results={tiny_run}", "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert report.stat().st_size > 100_000
+
+
+def test_rerun_from_scratch_gives_identical_results(tiny_run, tmp_path):
+    again = tmp_path / "results"
+    proc = snakemake("--cores", "2", "--configfile", "cohorts/tiny/config.yaml", "--config", f"results={again}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compared = 0
+    for pattern in ("cohort/*.tsv", "cohort/images/*.nii.gz", "segmentation/*.nii.gz", "features/*.parquet",
+                    "features/lesions/*.parquet", "scores/*.parquet", "metrics/*", "model/*"):
+        for first in sorted(tiny_run.glob(pattern)):
+            second = again / first.relative_to(tiny_run)
+            assert first.read_bytes() == second.read_bytes(), first.relative_to(tiny_run)
+            compared += 1
+    assert compared > 100
