@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "cohorts/demo/config.yaml"
+# The demo cohort unless a config file is given on the command line: a study's config is
+# complete in itself, never merged over the demo's.
+if not workflow.overwrite_configfiles:
+
+    configfile: "cohorts/demo/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

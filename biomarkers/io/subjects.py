@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from biomarkers.errors import SubjectsSheetError
+from biomarkers.errors import InputError, SubjectsSheetError
 
 #: Columns every subjects sheet must have.
 REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "pet", "time", "event")
@@ -68,3 +68,15 @@ def subject_row(df: pd.DataFrame, subject_id: str, path: str | Path) -> pd.Serie
     if rows.empty:
         raise SubjectsSheetError("subject not in subjects sheet", subject_id=subject_id, path=path)
     return rows.iloc[0]
+
+
+def check_subject_files(df: pd.DataFrame, columns: Sequence[str], path: str | Path) -> None:
+    """Raise :class:`InputError` for the first subject whose file in ``columns`` is missing."""
+    for col in columns:
+        if col not in df.columns:
+            raise SubjectsSheetError(f"subjects sheet lacks column {col}", path=path)
+        for sid, file in zip(df["subject_id"], df[col]):
+            if file is None or pd.isna(file):
+                raise SubjectsSheetError(f"no {col} file given", subject_id=sid, path=path)
+            if not Path(file).is_file():
+                raise InputError(f"{col} file does not exist (listed in {path})", subject_id=sid, path=file)

@@ -79,3 +79,31 @@ def test_rerun_from_scratch_gives_identical_results(tiny_run, tmp_path):
             assert first.read_bytes() == second.read_bytes(), first.relative_to(tiny_run)
             compared += 1
     assert compared > 100
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no_time", "subjects.tsv: subjects sheet lacks column(s) time"),
+    ("no_image", "subject s2, file {folder}/s2_pet.nii.gz: pet file does not exist"),
+])
+def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
+    import numpy as np
+    import SimpleITK as sitk
+
+    for sid in ("s1", "s2"):
+        for kind in ("pet", "organs"):
+            if not (breakage == "no_image" and sid == "s2" and kind == "pet"):
+                sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32)), str(tmp_path / f"{sid}_{kind}.nii.gz"))
+    sheet = pd.DataFrame({"subject_id": ["s1", "s2"], "cohort": ["train", "validation"], "center": ["A", "B"],
+                          "pet": ["s1_pet.nii.gz", "s2_pet.nii.gz"], "organs": ["s1_organs.nii.gz", "s2_organs.nii.gz"],
+                          "time": [100.0, 200.0], "event": [1, 0]})
+    if breakage == "no_time":
+        sheet = sheet.drop(columns="time")
+    sheet.to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"results: {tmp_path / 'results'}\nsubjects: {tmp_path / 'subjects.tsv'}\n"
+                      f"radiomics_params: {ROOT / 'cohorts' / 'demo' / 'pet_radiomics.yaml'}\n")
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if message.format(folder=tmp_path) in line]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert not (tmp_path / "results").exists()

@@ -1,8 +1,11 @@
 import os
 import shlex
 
-import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from biomarkers.errors import BiomarkerError
+from biomarkers.io.subjects import check_subject_files, read_subjects
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -30,15 +33,19 @@ def subjects_sheet_path():
 
 
 def subjects():
-    """The validated subjects sheet, with paths resolved against its folder."""
+    """The checked subjects sheet, with paths resolved against its folder.
+
+    The library's checks come first: they stop with one line naming the subject and file.
+    """
     path = subjects_sheet_path()
     if path not in _sheet_cache:
-        sheet = pd.read_csv(path, sep="\t", dtype={"subject_id": str, "cohort": str, "center": str})
+        needed = ["pet"] + (["organs"] if config["segmentation"]["exclude_organs"] else [])
+        try:
+            sheet = read_subjects(path)
+            check_subject_files(sheet, needed, path)
+        except BiomarkerError as exc:
+            raise WorkflowError(str(exc)) from None
         validate(sheet, schema=SUBJECTS_SCHEMA)
-        base = os.path.dirname(path)
-        for col in ("pet", "ct", "mask", "organs"):
-            if col in sheet.columns:
-                sheet[col] = [p if pd.isna(p) or os.path.isabs(p) else os.path.join(base, p) for p in sheet[col]]
         _sheet_cache[path] = sheet.set_index("subject_id", drop=False)
     return _sheet_cache[path]
 
@@ -119,3 +126,8 @@ def cohort_metric_tables(wildcards):
 def sheet_folder(wildcards, output):
     """Folder of the simulated cohort: the one holding its subjects sheet."""
     return os.path.dirname(output.sheet)
+
+
+# A given sheet is checked when the workflow starts, before any job runs.
+if not SIMULATED:
+    subjects()
