@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores 1 --report results/demo/report.html
-	@$(BIN)/python -c "import pandas as pd; print(pd.read_csv('results/demo/report/metrics.tsv', sep='\t').fillna('').to_string(index=False))"
+	@$(BIN)/python -c "import pandas as pd; print(pd.read_csv('results/demo/report/metrics.tsv', sep='\t').to_string(index=False, na_rep='', float_format=lambda v: f'{v:.4g}'))"
 	@echo "report: $(CURDIR)/results/demo/report.html"
 
 test: $(STAMP)

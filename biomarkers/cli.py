@@ -55,9 +55,11 @@ def simulate(out: Path = typer.Option(..., help="Output folder of the cohort."),
 @user_errors
 def segment(pet: Path = typer.Option(..., help="SUV image."),
             out: Path = typer.Option(..., help="Labelled lesion mask to write."),
-            method: str = typer.Option("relative", help="fixed | relative"),
-            threshold: float = typer.Option(2.5, help="SUV threshold (fixed) or candidate threshold (relative)."),
-            fraction: float = typer.Option(0.41, help="Fraction of each region's SUVmax (relative)."),
+            method: str = typer.Option("relative", help="fixed | relative | relative-maxima | percist"),
+            threshold: float = typer.Option(2.5, help="SUV threshold (fixed) or candidate/seed threshold (relative methods)."),
+            fraction: float = typer.Option(0.41, help="Fraction of each region's or seed's SUVmax (relative methods)."),
+            seed_radius_mm: float = typer.Option(6.0, help="relative-maxima: a seed is the hottest voxel within this radius."),
+            liver_label: int = typer.Option(2, help="percist: the liver's label in --organs."),
             min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
             organs: Optional[Path] = typer.Option(None, help="Organ label image of physiological uptake to exclude."),
             subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
@@ -74,9 +76,38 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
     else:
         image, organ_array = read_image(pet, sid), None
     labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
-                             fraction, min_volume_ml, organ_array)
+                             fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
     write_image(like(labels, image), out)
     typer.echo(f"{subject_id or pet.name}: {int(labels.max())} lesion(s)")
+
+
+@app.command("segment-quality")
+@user_errors
+def segment_quality(subjects: Path = typer.Option(..., help="Subjects sheet with `mask` (reference) and `organs` columns."),
+                    cohort: str = typer.Option(..., help="Cohort to score."),
+                    method: List[str] = typer.Option(..., help="fixed:SUV, relative:FRACTION, relative-maxima:FRACTION or percist; repeatable."),
+                    out: Path = typer.Option(..., help="Per-subject metrics (TSV)."),
+                    summary: Optional[Path] = typer.Option(None, help="Per-method cohort summary (TSV)."),
+                    plot: Optional[Path] = typer.Option(None, help="Box plots of Dice, FP and FN volume (PNG)."),
+                    threshold: float = typer.Option(2.5, help="Candidate SUV threshold of the relative methods."),
+                    min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
+                    exclude_organs: bool = typer.Option(True, help="Exclude physiological organ uptake.")) -> None:
+    """Score threshold methods against reference masks (autoPET Dice, FP and FN volume)."""
+    from biomarkers.io.atomic import write_tsv
+    from biomarkers.segment.compare import compare_methods
+    from biomarkers.segment.quality import summarise
+
+    cases = compare_methods(subjects, cohort, method, threshold, min_volume_ml, exclude_organs, progress=True)
+    write_tsv(cases, out)
+    table = summarise(cases)
+    if summary is not None:
+        table.insert(0, "cohort", cohort)
+        write_tsv(table, summary, float_format="%.4g")
+    if plot is not None:
+        from biomarkers.report.plots import segmentation_quality_plot
+
+        segmentation_quality_plot(cases, plot, f"Segmentation against the reference masks, {cohort} (n={cases['subject_id'].nunique()})")
+    typer.echo(table.to_string(index=False))
 
 
 @app.command()

@@ -83,3 +83,18 @@ def coefficient_plot(summary: pd.DataFrame, path: str | Path, title: str) -> Non
     ax.set_xlabel("log hazard ratio per standard deviation")
     ax.set_title(title)
     _save(fig, path)
+
+
+def segmentation_quality_plot(cases: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Per-method Dice, false-positive and false-negative volume (autoPET metrics), as box plots."""
+    methods = list(dict.fromkeys(cases["method"]))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.8 + 0.45 * len(methods)), sharey=True)
+    for ax, (column, label) in zip(axes, [("dice", "Dice"), ("fp_volume_ml", "false-positive volume (mL)"),
+                                          ("fn_volume_ml", "false-negative volume (mL)")]):
+        data = [cases.loc[cases["method"] == m, column].dropna().to_numpy() for m in methods]
+        ax.boxplot(data, vert=False, tick_labels=methods, showmeans=True)
+        ax.set_xlabel(label)
+    axes[0].set_xlim(0, 1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

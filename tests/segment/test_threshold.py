@@ -93,3 +93,54 @@ def test_organ_spill_is_dropped_but_lesions_in_and_beside_organs_are_kept():
     found = {int(labels[24, 24, 14]), int(labels[24, 24, 30])}
     assert found == {1, 2}
     assert not labels[spill].any()
+
+
+def two_close_blobs():
+    shape = (40, 40, 60)
+    idx = np.indices(shape)
+    suv = np.full(shape, 0.5)
+    for centre, peak in (((20, 20, 24), 20.0), ((20, 20, 36), 6.0)):
+        r2 = sum((i - c) ** 2 for i, c in zip(idx, centre))
+        suv = suv + peak * np.exp(-r2 / (2 * 3.0**2))
+    return suv
+
+
+def test_local_maxima_seeds_split_lesions_a_coarse_mask_merges():
+    suv = two_close_blobs()
+    assert segment_lesions(suv, (1.0, 1.0, 1.0), "fixed", 2.5, min_volume_ml=0).max() == 1  # merged at 2.5
+    coarse = segment_lesions(suv, (1.0, 1.0, 1.0), "relative", 2.5, 0.41, min_volume_ml=0)
+    assert coarse.max() == 1 and coarse[20, 20, 36] == 0  # 41 % of the hot peak cuts the weak lesion away
+    seeded = segment_lesions(suv, (1.0, 1.0, 1.0), "relative-maxima", 2.5, 0.41, min_volume_ml=0)
+    assert seeded.max() == 2
+    hot, weak = seeded[20, 20, 24], seeded[20, 20, 36]
+    assert {hot, weak} == {1, 2}
+    assert suv[seeded == weak].min() >= 0.41 * suv[20, 20, 36] - 1e-9
+    assert suv[seeded == hot].min() >= 0.41 * suv[20, 20, 24] - 1e-9
+
+
+def test_percist_threshold_from_liver_sphere():
+    rng = np.random.default_rng(5)
+    shape = (40, 50, 50)
+    spacing = (3.0, 2.0, 2.0)
+    idx = np.indices(shape)
+    liver = ((idx[0] - 20) / 12.0) ** 2 + ((idx[1] - 25) / 18.0) ** 2 + ((idx[2] - 25) / 18.0) ** 2 <= 1
+    suv = np.full(shape, 0.7)
+    suv[liver] = rng.normal(2.0, 0.25, size=liver.sum())
+    organs = liver.astype(np.uint8) * 2
+    # hand computation: the liver's deepest voxel is its centre; a 15 mm sphere around it
+    d2 = sum(((i - c) * s) ** 2 for i, c, s in zip(idx, (20, 25, 25), spacing))
+    values = suv[(d2 <= 15.0**2) & liver]
+    expected = 1.5 * values.mean() + 2 * values.std(ddof=1)
+    from biomarkers.segment.threshold import percist_threshold
+
+    assert percist_threshold(suv, organs, spacing) == pytest.approx(expected)
+    assert 3.3 < expected < 3.8
+    suv[30:34, 5:9, 5:9] = expected + 0.5  # detected
+    suv[5:9, 40:44, 40:44] = expected - 0.5  # below the PERCIST threshold
+    labels = segment_lesions(suv, spacing, "percist", min_volume_ml=0, organs=organs)
+    assert labels.max() == 1 and labels[31, 6, 6] == 1 and labels[6, 41, 41] == 0
+
+
+def test_percist_without_liver_is_an_error():
+    with pytest.raises(ValueError, match="liver"):
+        segment_lesions(np.ones((5, 5, 5)), (1, 1, 1), "percist", organs=np.zeros((5, 5, 5), np.uint8))

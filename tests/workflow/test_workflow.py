@@ -44,6 +44,10 @@ def test_every_stage_wrote_its_outputs(tiny_run):
         assert (tiny_run / "report" / f"km_{cohort}.png").stat().st_size > 10_000
     table = pd.read_csv(tiny_run / "report" / "metrics.tsv", sep="\t")
     assert set(table["cohort"]) == {"train", "validation"}
+    quality = pd.read_csv(tiny_run / "segmentation_quality" / "validation_summary.tsv", sep="\t")
+    assert list(quality["method"]) == ["fixed:2.5", "fixed:4.0", "relative:0.41", "relative-maxima:0.41", "percist"]
+    assert quality["dice_mean"].between(0.3, 1.0).all()
+    assert (tiny_run / "report" / "segmentation_quality_validation.png").is_file()
 
 
 def test_validation_cohort_is_not_used_for_fitting(tiny_run):

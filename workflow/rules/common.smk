@@ -92,6 +92,11 @@ def final_targets(wildcards):
         *expand(f"{RESULTS}/report/km_{{cohort}}.png", cohort=names),
         f"{RESULTS}/report/coefficients.png",
         f"{RESULTS}/report/metrics.tsv",
+        *(
+            expand(f"{RESULTS}/report/segmentation_quality_{{cohort}}.png", cohort=names)
+            if config["segmentation"]["compare"]
+            else []
+        ),
     ]
 
 
@@ -131,3 +136,8 @@ def sheet_folder(wildcards, output):
 # A given sheet is checked when the workflow starts, before any job runs.
 if not SIMULATED:
     subjects()
+
+
+def compare_flags(wildcards):
+    """`--method SPEC` for every threshold method the config compares."""
+    return " ".join(f"--method {shlex.quote(m)}" for m in config["segmentation"]["compare"])

@@ -23,3 +23,37 @@ rule segment:
         "biomarkers segment --pet {input.pet:q} --out {output:q} --method {params.method}"
         " --threshold {params.threshold} --fraction {params.fraction} --min-volume-ml {params.min_volume}"
         " {params.organs} --subject-id {wildcards.subject} > {log:q} 2>&1"
+
+
+rule segmentation_quality:
+    input:
+        sheet=subjects_sheet_path_input,
+    output:
+        cases=f"{RESULTS}/segmentation_quality/{{cohort}}_cases.tsv",
+        summary=report(
+            f"{RESULTS}/segmentation_quality/{{cohort}}_summary.tsv",
+            caption="../report/segmentation_quality.rst",
+            category="Segmentation",
+            subcategory="{cohort}",
+        ),
+        plot=report(
+            f"{RESULTS}/report/segmentation_quality_{{cohort}}.png",
+            caption="../report/segmentation_quality.rst",
+            category="Segmentation",
+            subcategory="{cohort}",
+        ),
+    params:
+        methods=compare_flags,
+        threshold=config["segmentation"]["threshold_suv"],
+        min_volume=config["segmentation"]["min_volume_ml"],
+        organs="--exclude-organs" if config["segmentation"]["exclude_organs"] else "--no-exclude-organs",
+    log:
+        f"{RESULTS}/logs/segmentation_quality/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segmentation_quality/{{cohort}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers segment-quality --subjects {input.sheet:q} --cohort {wildcards.cohort} {params.methods}"
+        " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs}"
+        " --out {output.cases:q} --summary {output.summary:q} --plot {output.plot:q} > {log:q} 2>&1"

@@ -1,0 +1,52 @@
+"""autoPET segmentation metrics on masks with hand-counted answers."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from biomarkers.segment.quality import autopet_metrics, summarise
+
+
+def test_dice_fp_fn_volumes():
+    ref = np.zeros((20, 20, 20), bool)
+    pred = np.zeros_like(ref)
+    ref[2:6, 2:6, 2:6] = True  # 64 voxels, overlapped by the prediction
+    pred[3:7, 2:6, 2:6] = True  # 64 voxels, 48 shared
+    ref[10:12, 10:12, 10:12] = True  # 8 voxels, missed: false negative
+    pred[15:18, 15:18, 15:18] = True  # 27 voxels, not in the reference: false positive
+    m = autopet_metrics(pred, ref, (2.0, 2.0, 2.0))  # 8 uL voxels
+    assert m["dice"] == pytest.approx(2 * 48 / (91 + 72))
+    assert m["fp_volume_ml"] == pytest.approx(27 * 8e-3)
+    assert m["fn_volume_ml"] == pytest.approx(8 * 8e-3)
+    assert (m["fp_components"], m["fn_components"], m["pred_components"], m["ref_components"]) == (1, 1, 2, 2)
+
+
+def test_eighteen_connectivity():
+    # Two voxels touching only at a corner are two components under 18-connectivity.
+    pred = np.zeros((5, 5, 5), bool)
+    pred[1, 1, 1] = pred[2, 2, 2] = True
+    ref = np.zeros_like(pred)
+    ref[1, 1, 1] = True
+    m = autopet_metrics(pred, ref, (1.0, 1.0, 1.0))
+    assert m["fp_components"] == 1 and m["fp_volume_ml"] == pytest.approx(1e-3)
+
+
+def test_empty_cases_and_summary():
+    empty = np.zeros((4, 4, 4), bool)
+    assert np.isnan(autopet_metrics(empty, empty, (1, 1, 1))["dice"])
+    cases = pd.DataFrame({"method": ["a", "a", "b"], "dice": [0.5, 0.7, 0.9], "fp_volume_ml": [1.0, 3.0, 0.0],
+                          "fn_volume_ml": [0.0, 2.0, 1.0]})
+    s = summarise(cases).set_index("method")
+    assert s.loc["a", "dice_mean"] == pytest.approx(0.6) and s.loc["a", "fp_volume_ml_median"] == 2.0
+    assert s.loc["b", "cases"] == 1
+
+
+def test_method_specs():
+    from biomarkers.segment.compare import parse_method
+
+    assert parse_method("fixed:4.0") == ("fixed", {"threshold_suv": 4.0})
+    assert parse_method("relative-maxima:0.5") == ("relative-maxima", {"fraction": 0.5})
+    assert parse_method("percist") == ("percist", {})
+    for bad, message in (("otsu", "unknown segmentation method"), ("fixed", "give the threshold"),
+                         ("relative:abc", "not a number"), ("percist:2", "no value")):
+        with pytest.raises(ValueError, match=message):
+            parse_method(bad)
