@@ -42,13 +42,27 @@ def simulate(out: Path = typer.Option(..., help="Output folder of the cohort."),
              centers: int = typer.Option(3, help="Number of centres (scanners)."),
              validation_centers: int = typer.Option(1, help="How many of the last centres form the validation cohort."),
              seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
-             threads: int = typer.Option(1, help="Worker processes (results do not depend on it).")) -> None:
+             threads: int = typer.Option(1, help="Worker processes (results do not depend on it)."),
+             dicom: bool = typer.Option(False, help="Also write each PET as a DICOM series (column pet_dicom).")) -> None:
     """Write a synthetic multi-centre PET/CT cohort with ground-truth survival."""
     from biomarkers.simulate import simulate_cohort
 
     sheet = simulate_cohort(out, n_subjects=subjects, n_centers=centers, seed=seed,
-                            validation_centers=validation_centers, threads=threads, progress=True)
+                            validation_centers=validation_centers, threads=threads, progress=True,
+                            **({"dicom": True} if dicom else {}))
     typer.echo(f"wrote {sheet}")
+
+
+@app.command()
+@user_errors
+def suv(dicom_dir: Path = typer.Argument(..., help="Folder holding one PET DICOM series (searched recursively)."),
+        out: Path = typer.Option(..., help="SUV image to write (NIfTI); a JSON sidecar is written beside it."),
+        norm: str = typer.Option("bw", help="Normalisation: bw | lbm (James) | lbm-janma (Janmahasatian) | bsa | ibw.")) -> None:
+    """DICOM PET series -> SUV volume, with the tags used recorded in a sidecar."""
+    from biomarkers.imaging.suv import convert_dicom_to_suv
+
+    sidecar = convert_dicom_to_suv(dicom_dir, out, norm)
+    typer.echo(f"{out}: SUV{norm} from {sidecar.get('n_slices', '?')} slices")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from biomarkers.errors import InputError, SubjectsSheetError
 #: Columns every subjects sheet must have.
 REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "pet", "time", "event")
 #: Columns holding file paths, resolved relative to the sheet's folder.
-PATH_COLUMNS = ("pet", "ct", "mask", "organs")
+PATH_COLUMNS = ("pet", "pet_dicom", "ct", "mask", "organs")
 
 
 def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
@@ -78,5 +78,5 @@ def check_subject_files(df: pd.DataFrame, columns: Sequence[str], path: str | Pa
         for sid, file in zip(df["subject_id"], df[col]):
             if file is None or pd.isna(file):
                 raise SubjectsSheetError(f"no {col} file given", subject_id=sid, path=path)
-            if not Path(file).is_file():
+            if not Path(file).exists():
                 raise InputError(f"{col} file does not exist (listed in {path})", subject_id=sid, path=file)

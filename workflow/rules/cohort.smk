@@ -12,6 +12,7 @@ checkpoint simulate:
         centers=config.get("simulate", {}).get("centers"),
         validation=config.get("simulate", {}).get("validation_centers"),
         seed=config.get("simulate", {}).get("seed"),
+        dicom=dicom_flag,
     log:
         f"{RESULTS}/logs/simulate.log",
     benchmark:
@@ -21,4 +22,4 @@ checkpoint simulate:
         ENV
     shell:
         "biomarkers simulate --out {params.folder:q} --subjects {params.n} --centers {params.centers}"
-        " --validation-centers {params.validation} --seed {params.seed} --threads {threads} 2> {log:q}"
+        " --validation-centers {params.validation} --seed {params.seed} {params.dicom} --threads {threads} 2> {log:q}"

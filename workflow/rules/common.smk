@@ -39,7 +39,8 @@ def subjects():
     """
     path = subjects_sheet_path()
     if path not in _sheet_cache:
-        needed = ["pet"] + (["organs"] if config["segmentation"]["exclude_organs"] else [])
+        needed = ["pet_dicom" if config["pet_source"] == "dicom" else "pet"]
+        needed += ["organs"] if config["segmentation"]["exclude_organs"] else []
         try:
             sheet = read_subjects(path)
             check_subject_files(sheet, needed, path)
@@ -57,6 +58,13 @@ def subject_file(column):
         return subjects().loc[wildcards.subject, column]
 
     return get
+
+
+def pet_image(wildcards):
+    """The subject's SUV image: from the sheet, or converted from its DICOM series."""
+    if config["pet_source"] == "dicom":
+        return f"{RESULTS}/suv/{wildcards.subject}.nii.gz"
+    return subjects().loc[wildcards.subject, "pet"]
 
 
 def organ_input(wildcards):
@@ -141,3 +149,8 @@ if not SIMULATED:
 def compare_flags(wildcards):
     """`--method SPEC` for every threshold method the config compares."""
     return " ".join(f"--method {shlex.quote(m)}" for m in config["segmentation"]["compare"])
+
+
+def dicom_flag(wildcards):
+    """`--dicom` when the simulated cohort must also be written as DICOM."""
+    return "--dicom" if config["pet_source"] == "dicom" else ""

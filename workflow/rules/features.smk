@@ -3,7 +3,7 @@
 
 rule lesion_features:
     input:
-        image=subject_file("pet"),
+        image=pet_image,
         mask=rules.segment.output[0],
         params=config["radiomics_params"],
     output:

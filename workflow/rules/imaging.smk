@@ -1,10 +1,28 @@
-# Lesion segmentation per subject.
+# SUV images (from DICOM when the config says so) and lesion segmentation per subject.
+
+
+rule suv:
+    input:
+        subject_file("pet_dicom"),
+    output:
+        image=f"{RESULTS}/suv/{{subject}}.nii.gz",
+        sidecar=f"{RESULTS}/suv/{{subject}}.json",
+    params:
+        norm=config["suv_normalisation"],
+    log:
+        f"{RESULTS}/logs/suv/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/suv/{{subject}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers suv {input:q} --out {output.image:q} --norm {params.norm} > {log:q} 2>&1"
 
 
 rule segment:
     input:
         unpack(organ_input),
-        pet=subject_file("pet"),
+        pet=pet_image,
     output:
         f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz",
     params:
