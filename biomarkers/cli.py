@@ -67,6 +67,38 @@ def suv(dicom_dir: Path = typer.Argument(..., help="Folder holding one PET DICOM
 
 @app.command()
 @user_errors
+def mask(source: Path = typer.Argument(..., help="Label image (NIfTI/NRRD), DICOM-SEG or RTSTRUCT file, or a folder with one."),
+         reference: Path = typer.Option(..., help="Image whose grid the mask is brought onto (usually the SUV PET)."),
+         out: Path = typer.Option(..., help="Label image (NIfTI) to write: labels 1..n, 0 background."),
+         roi: List[str] = typer.Option([], help="RTSTRUCT ROI or DICOM-SEG segment to keep, in label order; repeatable."),
+         resample: bool = typer.Option(False, help="Resample a label image on another grid (nearest neighbour) instead of refusing it."),
+         subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
+    """Any reference mask format -> a label image on the PET grid."""
+    from biomarkers.io.images import read_image, write_image
+    from biomarkers.io.masks import read_mask
+
+    sid = subject_id or None
+    labels = read_mask(source, read_image(reference, sid), sid, resample=resample, roi_names=roi or None,
+                       reference_path=reference)
+    write_image(labels, out)
+
+
+@app.command()
+@user_errors
+def resample(image: Path = typer.Argument(..., help="Image to move (e.g. the CT)."),
+             reference: Path = typer.Option(..., help="Image whose grid is taken (e.g. the PET)."),
+             out: Path = typer.Option(..., help="Resampled image to write."),
+             interpolation: str = typer.Option("linear", help="linear | nearest | bspline (nearest for labels)."),
+             outside: float = typer.Option(..., help="Value where the grid lies outside the moved image: -1024 for CT (air), 0 for PET.")) -> None:
+    """Resample an image onto another's grid (CT onto PET, or PET onto CT)."""
+    from biomarkers.imaging.resample import resample_to
+    from biomarkers.io.images import read_image, write_image
+
+    write_image(resample_to(read_image(image), read_image(reference), interpolation, outside), out)
+
+
+@app.command()
+@user_errors
 def segment(pet: Path = typer.Option(..., help="SUV image."),
             out: Path = typer.Option(..., help="Labelled lesion mask to write."),
             method: str = typer.Option("relative", help="fixed | relative | relative-maxima | percist"),

@@ -33,19 +33,45 @@ def read_image(path: str | Path, subject_id: str | None = None) -> sitk.Image:
         raise InputError(f"cannot read image ({first})", subject_id, path) from None
 
 
+def grid_differences(a: sitk.Image, b: sitk.Image,
+                     tolerance_mm: float = GEOMETRY_TOLERANCE) -> list[str]:
+    """Describe how the voxel grid of ``b`` differs from that of ``a``.
+
+    Parameters
+    ----------
+    a, b : SimpleITK.Image
+        The two images.
+    tolerance_mm : float
+        Largest difference tolerated in spacing and origin (mm) and in the
+        direction cosines.
+
+    Returns
+    -------
+    list of str
+        One phrase per differing property (size, spacing, origin, direction);
+        empty when the grids are the same.
+    """
+    problems = []
+    if a.GetDimension() != b.GetDimension():
+        return [f"dimension {b.GetDimension()} != {a.GetDimension()}"]
+    if a.GetSize() != b.GetSize():
+        problems.append(f"size {b.GetSize()} != {a.GetSize()}")
+    for name, value_a, value_b in (("spacing", a.GetSpacing(), b.GetSpacing()),
+                                   ("origin", a.GetOrigin(), b.GetOrigin())):
+        if not np.allclose(value_a, value_b, atol=tolerance_mm, rtol=0):
+            rounded_a = tuple(round(v, 4) for v in value_a)
+            rounded_b = tuple(round(v, 4) for v in value_b)
+            problems.append(f"{name} {rounded_b} != {rounded_a} mm")
+    if not np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance_mm, rtol=0):
+        problems.append("direction differs")
+    return problems
+
+
 def check_same_geometry(reference: sitk.Image, other: sitk.Image, reference_path: str | Path,
                         other_path: str | Path, subject_id: str | None = None,
                         tolerance: float = GEOMETRY_TOLERANCE) -> None:
     """Raise :class:`GeometryError` unless two images share size, spacing, origin and direction."""
-    problems = []
-    if reference.GetSize() != other.GetSize():
-        problems.append(f"size {other.GetSize()} != {reference.GetSize()}")
-    if not np.allclose(reference.GetSpacing(), other.GetSpacing(), atol=tolerance, rtol=0):
-        problems.append(f"spacing {other.GetSpacing()} != {reference.GetSpacing()}")
-    if not np.allclose(reference.GetOrigin(), other.GetOrigin(), atol=tolerance, rtol=0):
-        problems.append(f"origin {other.GetOrigin()} != {reference.GetOrigin()}")
-    if not np.allclose(reference.GetDirection(), other.GetDirection(), atol=tolerance, rtol=0):
-        problems.append("direction differs")
+    problems = grid_differences(reference, other, tolerance)
     if problems:
         raise GeometryError(
             f"geometry differs from {reference_path} ({'; '.join(problems)}); "

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import SubjectsSheetError
-from biomarkers.io.images import check_same_geometry, read_image, read_image_pair, spacing_zyx_mm, to_array
+from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
+from biomarkers.io.masks import read_mask
 from biomarkers.io.subjects import check_subject_files, read_subjects
 from biomarkers.segment.quality import autopet_metrics
 from biomarkers.segment.threshold import METHODS, segment_lesions
@@ -38,6 +39,8 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
                     min_volume_ml: float = 0.5, exclude_organs: bool = True, progress: bool = False) -> pd.DataFrame:
     """autoPET metrics of every method on every subject of ``cohort`` with a reference ``mask``.
 
+    The reference may be a label image on the PET grid, a DICOM-SEG or an RTSTRUCT.
+
     Returns one row per subject and method: ``subject_id``, ``center``, ``method``, then the
     columns of :func:`biomarkers.segment.quality.autopet_metrics`.
     """
@@ -53,7 +56,8 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
     for _, subj in tqdm(members.iterrows(), total=len(members), desc=f"segmentation quality {cohort}",
                         disable=not progress):
         sid = subj["subject_id"]
-        pet, ref = read_image_pair(subj["pet"], subj["mask"], sid)
+        pet = read_image(subj["pet"], sid)
+        ref = read_mask(subj["mask"], pet, sid, reference_path=subj["pet"])  # any format, on the PET grid
         organs = None
         if exclude_organs:
             organ_image = read_image(subj["organs"], sid)

@@ -72,3 +72,32 @@ def test_bad_outcome_value_names_the_subject(images, tmp_path):
     code, err = run("aggregate", "--subjects", sheet, "--cohort", "train", "--out", tmp_path / "t.parquet",
                     folder / "x.parquet")
     assert code == 1 and "subject sub-02" in err and "subjects.tsv" in err and "time must be a positive" in err
+
+
+def test_mask_verb_refuses_other_grid_unless_asked_to_resample(images):
+    folder, pet, _ = images
+    fine = np.zeros((20, 24, 28), np.uint16)
+    fine[6:14, 8:16, 10:18] = 1  # 8x8x8 voxels of 2 mm = 4.096 mL
+    other = write(folder / "fine_mask.nii.gz", fine, spacing=(2.0, 2.0, 2.0))
+    out = folder / "on_pet.nii.gz"
+    code, err = run("mask", other, "--reference", pet, "--out", out, "--subject-id", "sub-01")
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "sub-01" in err and "fine_mask.nii.gz" in err and "sub-01_pet.nii.gz" in err
+    assert not out.exists()
+    assert run("mask", other, "--reference", pet, "--out", out, "--resample")[0] == 0
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert labels.shape == (10, 12, 14) and set(np.unique(labels)) == {0, 1}
+    assert (labels == 1).sum() * 64e-3 == pytest.approx(4.096, rel=0.1)
+
+
+def test_resample_verb_needs_the_outside_value(images):
+    folder, pet, _ = images
+    ct = write(folder / "ct.nii.gz", np.full((20, 24, 28), 40, np.int16), spacing=(2.0, 2.0, 2.0))
+    out = folder / "ct_on_pet.nii.gz"
+    code, err = run("resample", ct, "--reference", pet, "--out", out)
+    assert code != 0 and "--outside" in err and not out.exists()
+    assert run("resample", ct, "--reference", pet, "--out", out, "--outside", "-1024")[0] == 0
+    moved = sitk.ReadImage(str(out))
+    assert moved.GetSize() == (14, 12, 10) and moved.GetSpacing() == (4.0, 4.0, 4.0)
+    values = sitk.GetArrayFromImage(moved)
+    assert values[0, 0, 0] == pytest.approx(40)  # inside the CT's field of view

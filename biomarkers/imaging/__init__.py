@@ -1,0 +1,1 @@
+"""Image-level operations: resampling between the PET and CT grids."""
