@@ -1,1 +1,1 @@
-"""Image-level operations: resampling between the PET and CT grids."""
+"""Image-level operations: DICOM PET to SUV (:mod:`.suv`) and resampling between the PET and CT grids (:mod:`.resample`)."""

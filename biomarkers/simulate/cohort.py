@@ -116,7 +116,8 @@ def _run(plans: list[SubjectPlan], threads: int) -> Iterator[outcome.LesionBurde
 
 
 def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, seed: int = 0,
-                    validation_centers: int = 1, threads: int = 1, progress: bool = False) -> Path:
+                    validation_centers: int = 1, threads: int = 1, progress: bool = False,
+                    dicom: bool = False) -> Path:
     """Write a synthetic multi-centre PET/CT cohort; return the path of subjects.tsv.
 
     Parameters
@@ -136,6 +137,12 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
         ``if __name__ == "__main__"`` guard); the output does not depend on it.
     progress : bool
         Show a progress bar over subjects.
+    dicom : bool
+        Also write each PET as a DICOM series (Units BQML, DecayCorrection START; header
+        values drawn from spawn key (3, i)) under ``images/{subject_id}_pet_dicom/``, listed
+        in a last subjects.tsv column ``pet_dicom``. Converting it back with
+        :func:`biomarkers.imaging.suv.convert_dicom_to_suv` gives exactly the NIfTI PET, which
+        is then written from the int16-quantised series.
 
     Returns
     -------
@@ -171,10 +178,27 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
                ([ids[i], f"{lp[i]:.6f}", f"{b.mtv_ml:.4f}", f"{b.heterogeneity:.6f}",
                  str(b.lesion_count), f"{b.dissemination_mm:.2f}"] for i, b in enumerate(burdens)))
     n_train = n_centers - validation_centers
+    dicom_dirs = [f"images/{subject_id}_pet_dicom" for subject_id in ids] if dicom else []
+    if dicom:
+        from biomarkers.imaging.suv import read_suv  # pydicom only when asked for
+        from biomarkers.simulate.dicom import write_pet_dicom
+
+        for i, folder in enumerate(tqdm(dicom_dirs, disable=not progress, desc="dicom",
+                                        unit="subject")):
+            pet = sitk.ReadImage(str(out_dir / image_path(ids[i], "pet")))
+            write_pet_dicom(sitk.GetArrayFromImage(pet), pet.GetSpacing(), pet.GetOrigin(),
+                            out_dir / folder, ids[i], np.random.SeedSequence(seed, spawn_key=(3, i)),
+                            direction=pet.GetDirection(), sex=str(covariates.sex[i]))
+            # The NIfTI PET becomes exactly what `biomarkers suv` reads back from the series
+            # (int16 quantised), so a study from DICOM and one from NIfTI see the same SUVs.
+            quantised = sitk.GetImageFromArray(sitk.GetArrayFromImage(read_suv(out_dir / folder)[0]))
+            quantised.CopyInformation(pet)
+            write_image(quantised, out_dir / image_path(ids[i], "pet"))
     rows = ([ids[i], "train" if center_of[i] < n_train else "validation", centers[center_of[i]].name,
              *(image_path(ids[i], kind) for kind in IMAGE_KINDS),
              f"{time_days[i]:.1f}", str(int(event[i])), str(int(covariates.age_years[i])),
-             str(covariates.sex[i]), str(int(covariates.ecog[i]))] for i in range(n_subjects))
+             str(covariates.sex[i]), str(int(covariates.ecog[i])), *dicom_dirs[i:i + 1]]
+            for i in range(n_subjects))
     subjects = out_dir / "subjects.tsv"
-    _write_tsv(subjects, SUBJECT_COLUMNS, rows)
+    _write_tsv(subjects, SUBJECT_COLUMNS + (("pet_dicom",) if dicom else ()), rows)
     return subjects
