@@ -37,9 +37,10 @@ import SimpleITK as sitk
 
 import biomarkers
 from biomarkers.io.atomic import write_json
-from biomarkers.io.dicom import (DicomSeries, DicomTagError, SeriesTags, acquisition_datetime,
-                                 parse_dt, parse_tm, read_pixels, read_series, seconds_between,
-                                 tag_label, text_value, to_image, with_zone)
+from biomarkers.io.dicom import (DicomSeries, DicomTagError, read_pixels, read_series, tag_label,
+                                 text_value, to_image)
+from biomarkers.io.dicom_time import (SeriesTags, acquisition_datetime, parse_dt, parse_tm,
+                                      seconds_between, with_zone)
 from biomarkers.io.images import write_image
 
 #: Private creator of the Philips PET group holding the SUV Scale Factor (7053,xx00).

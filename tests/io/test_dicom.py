@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from biomarkers.errors import InputError
-from biomarkers.io.dicom import (DicomTagError, parse_da, parse_dt, parse_tm, parse_utc_offset,
-                                 read_pixels, read_series, tag_label, to_image)
+from biomarkers.io.dicom import DicomTagError, read_pixels, read_series, tag_label, to_image
+from biomarkers.io.dicom_time import parse_da, parse_dt, parse_tm, parse_utc_offset
 from biomarkers.simulate.dicom import write_pet_dicom
 
 SPACING_MM = (2.5, 3.0, 4.0)

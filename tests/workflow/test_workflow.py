@@ -111,3 +111,18 @@ def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if message.format(folder=tmp_path) in line]
     assert len(lines) == 1, proc.stderr[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_path):
+    # tiny_run read the simulated NIfTI PETs; this run converts the same cohort's DICOM series.
+    dicom_run = tmp_path / "results"
+    proc = snakemake("--cores", "2", "--configfile", "cohorts/tiny/config.yaml", "--config",
+                     f"results={dicom_run}", "pet_source=dicom")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((dicom_run / "suv").glob("*.nii.gz"))) == 24  # converted by `biomarkers suv`
+    assert not (tiny_run / "suv").exists()
+    for table in ("features/train.parquet", "features/validation.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tiny_run / table), pd.read_parquet(dicom_run / table))
+    for cohort in ("train", "validation"):
+        nifti = json.loads((tiny_run / "metrics" / f"{cohort}.json").read_text())
+        assert nifti == json.loads((dicom_run / "metrics" / f"{cohort}.json").read_text())

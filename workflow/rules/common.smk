@@ -153,4 +153,5 @@ def compare_flags(wildcards):
 
 def dicom_flag(wildcards):
     """`--dicom` when the simulated cohort must also be written as DICOM."""
-    return "--dicom" if config["pet_source"] == "dicom" else ""
+    wanted = config["pet_source"] == "dicom" or config.get("simulate", {}).get("dicom", False)
+    return "--dicom" if wanted else ""
