@@ -15,14 +15,20 @@ CT_SPACING_MM = (1.0, 1.0, 2.0)          # x, y, z; square pixels (rt-utils swap
 CT_ORIGIN_MM = (-20.0, -20.0, -20.0)
 
 
-def ct_dataset(k, uids):
+def new_dataset(sop_class):
+    """An empty dataset of ``sop_class`` with its file meta information."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def ct_dataset(k, uids):
+    ds = new_dataset(CTImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", "sub-01", "", "O"
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "", ""
@@ -232,13 +238,7 @@ def test_seg_found_in_a_folder_and_wrong_kind_refused(seg_file, ct, tmp_path):
 
 def write_rtstruct(path, rois):
     """A minimal RTSTRUCT written by hand: ``rois`` maps name -> list of (n, 3) mm contours."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = RTStructureSetStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(RTStructureSetStorage)
     ds.Modality, ds.PatientID, ds.StructureSetLabel = "RTSTRUCT", "sub-01", "test"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.StructureSetROISequence, ds.ROIContourSequence = DicomSequence(), DicomSequence()
