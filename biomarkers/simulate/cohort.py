@@ -48,6 +48,7 @@ class SubjectPlan:
     sex: str
     center: Center
     images_dir: Path
+    dicom: bool = False
 
 
 def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -82,12 +83,30 @@ def simulate_subject(plan: SubjectPlan) -> outcome.LesionBurden:
     anatomy_rng, noise_rng = subject_rngs(plan.seed, plan.index)
     phantom = build_phantom(anatomy_rng, plan.sex)
     scan = acquire(phantom, plan.center, noise_rng)
-    arrays = {"pet": scan.pet_suv, "ct": scan.ct_hu, "mask": scan.mask, "organs": scan.organs}
+    pet_suv = scan.pet_suv.astype(np.float32)
+    if plan.dicom:
+        pet_suv = _write_dicom(pet_suv, scan.grid, plan)
+    arrays = {"pet": pet_suv, "ct": scan.ct_hu, "mask": scan.mask, "organs": scan.organs}
     for kind in IMAGE_KINDS:
         _write_image(arrays[kind], scan.grid, plan.images_dir / f"{plan.subject_id}_{kind}.nii.gz")
     return outcome.lesion_burden(np.array([les.volume_ml for les in phantom.lesions]),
                                  np.array([les.texture_amplitude for les in phantom.lesions]),
                                  np.array([les.centre_mm for les in phantom.lesions]))
+
+
+def _write_dicom(pet_suv: np.ndarray, grid: Grid, plan: SubjectPlan) -> np.ndarray:
+    """Write the PET as a DICOM series; return the SUVs `biomarkers suv` reads back from it.
+
+    The NIfTI PET is then written from those int16-quantised values, so a study from DICOM
+    and one from NIfTI see the same SUVs.
+    """
+    from biomarkers.imaging.suv import read_suv  # pydicom only when asked for
+    from biomarkers.simulate.dicom import write_pet_dicom
+
+    folder = plan.images_dir / f"{plan.subject_id}_pet_dicom"
+    write_pet_dicom(pet_suv, grid.spacing_mm, grid.origin_mm, folder, plan.subject_id,
+                    np.random.SeedSequence(plan.seed, spawn_key=(3, plan.index)), sex=plan.sex)
+    return sitk.GetArrayFromImage(read_suv(folder)[0])
 
 
 def _check_arguments(n_subjects: int, n_centers: int, seed: int, validation_centers: int,
@@ -159,7 +178,7 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
     covariates = outcome.draw_covariates(n_subjects, plan_rng)
     width = max(4, len(str(n_subjects)))
     ids = [f"sub-{i + 1:0{width}d}" for i in range(n_subjects)]
-    plans = [SubjectPlan(ids[i], i, seed, str(covariates.sex[i]), centers[center_of[i]], images_dir)
+    plans = [SubjectPlan(ids[i], i, seed, str(covariates.sex[i]), centers[center_of[i]], images_dir, dicom)
              for i in range(n_subjects)]
     bar = tqdm(_run(plans, threads), total=n_subjects, disable=not progress,
                desc="simulate", unit="subject")
@@ -179,21 +198,6 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
                  str(b.lesion_count), f"{b.dissemination_mm:.2f}"] for i, b in enumerate(burdens)))
     n_train = n_centers - validation_centers
     dicom_dirs = [f"images/{subject_id}_pet_dicom" for subject_id in ids] if dicom else []
-    if dicom:
-        from biomarkers.imaging.suv import read_suv  # pydicom only when asked for
-        from biomarkers.simulate.dicom import write_pet_dicom
-
-        for i, folder in enumerate(tqdm(dicom_dirs, disable=not progress, desc="dicom",
-                                        unit="subject")):
-            pet = sitk.ReadImage(str(out_dir / image_path(ids[i], "pet")))
-            write_pet_dicom(sitk.GetArrayFromImage(pet), pet.GetSpacing(), pet.GetOrigin(),
-                            out_dir / folder, ids[i], np.random.SeedSequence(seed, spawn_key=(3, i)),
-                            direction=pet.GetDirection(), sex=str(covariates.sex[i]))
-            # The NIfTI PET becomes exactly what `biomarkers suv` reads back from the series
-            # (int16 quantised), so a study from DICOM and one from NIfTI see the same SUVs.
-            quantised = sitk.GetImageFromArray(sitk.GetArrayFromImage(read_suv(out_dir / folder)[0]))
-            quantised.CopyInformation(pet)
-            write_image(quantised, out_dir / image_path(ids[i], "pet"))
     rows = ([ids[i], "train" if center_of[i] < n_train else "validation", centers[center_of[i]].name,
              *(image_path(ids[i], kind) for kind in IMAGE_KINDS),
              f"{time_days[i]:.1f}", str(int(event[i])), str(int(covariates.age_years[i])),
