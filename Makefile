@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/stage_times.py results/demo
+	$(BIN)/python bench/feature_extraction.py results/demo
 
 clean:
 	rm -rf results .snakemake

@@ -161,7 +161,7 @@ def segment_quality(subjects: Path = typer.Option(..., help="Subjects sheet with
 def features(image: Path = typer.Option(..., help="SUV image."),
              mask: Path = typer.Option(..., help="Lesion label image on the same grid."),
              out: Path = typer.Option(..., help="lesions.parquet to write (one row per lesion)."),
-             params: Optional[Path] = typer.Option(None, help="pyradiomics parameter file; PET metrics only without it."),
+             params: Optional[str] = typer.Option(None, help="pyradiomics parameter file, or a shipped one by name (pet, ct); PET metrics only without it."),
              subject_id: str = typer.Option("", help="Subject ID written to the table (default: the image file name without extension).")) -> None:
     """PET metrics and pyradiomics features, one row per lesion label."""
     from biomarkers.features.lesions import lesion_features
@@ -174,12 +174,55 @@ def features(image: Path = typer.Option(..., help="SUV image."),
 
 @app.command()
 @user_errors
+def stability(image: Path = typer.Option(..., help="SUV image."),
+              mask: Path = typer.Option(..., help="Lesion label image on the same grid."),
+              out: Path = typer.Option(..., help="Long table (parquet) to write: one row per lesion and condition."),
+              perturb: List[str] = typer.Option(..., help="erode | dilate | noise:CV | resolution:FWHM_MM:SXxSYxSZ; repeatable."),
+              params: Optional[str] = typer.Option(None, help="pyradiomics parameter file, or a shipped one by name (pet, ct); PET metrics only without it."),
+              source_fwhm: Optional[float] = typer.Option(None, help="PSF FWHM of the image in mm (needed by resolution perturbations)."),
+              seed: int = typer.Option(0, help="Noise seed; with the subject ID it gives byte-identical tables."),
+              subject_id: str = typer.Option("", help="Subject ID written to the table (default: the image file name without extension).")) -> None:
+    """Lesion features of the image as it is and under each perturbation (for feature ICCs)."""
+    from biomarkers.features.stability import perturbed_lesion_features
+    from biomarkers.io.atomic import write_parquet
+
+    sid = subject_id or image.name.split(".")[0]
+    table, meta = perturbed_lesion_features(image, mask, sid, params, perturb, seed, source_fwhm)
+    write_parquet(table, out, meta)
+    typer.echo(f"{sid}: {table['lesion_id'].nunique()} lesion(s), {table['perturbation'].nunique()} condition(s)")
+
+
+@app.command()
+@user_errors
+def icc(tables: List[Path] = typer.Argument(..., help="Tables written by `biomarkers stability` (one per subject)."),
+        out: Path = typer.Option(..., help="ICC table (TSV) to write: one row per feature."),
+        kind: str = typer.Option("ICC(1,1)", help="ICC(1,1) (one-way random) | ICC(2,1) (two-way random, agreement) | ICC(3,1) (two-way mixed, consistency)."),
+        plot: Optional[Path] = typer.Option(None, help="Every feature's ICC on Koo & Li's bands (PNG).")) -> None:
+    """Intra-class correlation of every feature over lesions and perturbations."""
+    from biomarkers.features.icc import icc_table
+    from biomarkers.features.stability import read_stability_tables
+    from biomarkers.io.atomic import write_tsv
+
+    table = icc_table(read_stability_tables(tables), kind=kind)
+    write_tsv(table, out)
+    n_complete, n_targets = table.attrs["n_complete"], table.attrs["n_targets"]
+    if plot is not None:
+        from biomarkers.report.plots import icc_plot
+
+        icc_plot(table, plot, f"Feature stability: {kind} over {n_complete} lesions, {table['n_conditions'].iloc[0]} conditions")
+    typer.echo(f"{kind} of {len(table)} features over {n_complete} of {n_targets} lesions "
+               f"(those present under every condition)")
+
+
+@app.command()
+@user_errors
 def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet files of the cohort's subjects."),
               subjects: Path = typer.Option(..., help="Subjects sheet."),
               out: Path = typer.Option(..., help="Feature table (parquet) to write."),
               cohort: str = typer.Option(..., help="Cohort name (the sheet's `cohort` column)."),
               covariates: str = typer.Option("", help="Comma-separated numeric covariate columns."),
-              categorical: List[str] = typer.Option([], help="NAME=LEVEL1,LEVEL2 (first level is the reference); repeatable.")) -> None:
+              categorical: List[str] = typer.Option([], help="NAME=LEVEL1,LEVEL2 (first level is the reference); repeatable."),
+              texture: str = typer.Option("largest", help="Per-lesion features of several lesions: largest, hottest or weighted (MTV-weighted mean).")) -> None:
     """Per-subject aggregation: the feature table of one cohort."""
     from biomarkers.features.build import build_cohort_table
 
@@ -189,7 +232,7 @@ def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet fi
         if not levels:
             raise ValueError(f"--categorical expects NAME=LEVEL1,LEVEL2, got {item!r}")
         cats[name] = _split(levels)
-    build_cohort_table(subjects, lesions, cohort, out, _split(covariates), cats)
+    build_cohort_table(subjects, lesions, cohort, out, _split(covariates), cats, texture)
 
 
 @app.command()

@@ -15,7 +15,8 @@ from biomarkers.io.subjects import read_subjects
 
 def build_cohort_table(subjects_path: str | Path, lesion_paths: Sequence[str | Path], cohort: str,
                        out: str | Path, covariates: Sequence[str] = (),
-                       categorical: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+                       categorical: Mapping[str, Sequence[str]] | None = None,
+                       texture: str = "largest") -> pd.DataFrame:
     """Write the feature table of the subjects of ``cohort``; every one needs a lesion file.
 
     The subject of a lesion file is taken from its metadata (written by ``biomarkers
@@ -46,7 +47,8 @@ def build_cohort_table(subjects_path: str | Path, lesion_paths: Sequence[str | P
     if stray:
         raise FeatureTableError(f"lesion table of a subject outside cohort {cohort}", stray[0], seen[stray[0]])
     lesions = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
-    table = feature_table(members, lesions, covariates, categorical, str(subjects_path))
+    table = feature_table(members, lesions, covariates, categorical, str(subjects_path), texture)
     write_parquet(table, out, {"cohort": cohort, "subjects_sheet": file_record(subjects_path),
-                               "covariates": list(covariates), "categorical": dict(categorical or {})})
+                               "covariates": list(covariates), "categorical": dict(categorical or {}),
+                               "texture_aggregation": texture})
     return table

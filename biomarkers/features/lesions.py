@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 from biomarkers.errors import InputError
 from biomarkers.features.pet import pet_metrics
-from biomarkers.features.radiomics import radiomics_features
+from biomarkers.features.radiomics import make_extractor, radiomics_features
 from biomarkers.io.provenance import file_record
 from biomarkers.io.images import read_image_pair, spacing_zyx_mm, to_array
 
@@ -31,13 +32,28 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
     Returns
     -------
     table : DataFrame
-        PET metrics (:data:`biomarkers.features.pet.PET_COLUMNS`), lesion centroids in mm,
+        PET metrics (:data:`biomarkers.features.pet.PET_COLUMNS`), intensity-volume histogram
+        features (:data:`biomarkers.features.ivh.IVH_COLUMNS`, 0.1 SUV bins), lesion centroids in mm,
         then pyradiomics' columns.
     metadata : dict
         Provenance for the parquet file (inputs, pyradiomics settings).
     """
     image, mask = read_image_pair(image_path, mask_path, subject_id)
-    suv = to_array(image).astype(np.float64)
+    table, settings = image_lesion_features(image, mask, subject_id, params_path, mask_path, progress)
+    metadata: dict = {"subject_id": subject_id, "image": file_record(image_path), "mask": file_record(mask_path)}
+    metadata.update(settings)
+    return table, metadata
+
+
+def label_array(mask: sitk.Image, subject_id: str | None = None,
+                mask_path: str | Path | None = None) -> np.ndarray:
+    """The lesion labels of ``mask`` as an integer array (z, y, x), checked.
+
+    Raises
+    ------
+    InputError
+        If the mask holds non-integer or negative values.
+    """
     labels = to_array(mask)
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.mod(labels, 1) == 0):
@@ -45,16 +61,61 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
         labels = labels.astype(np.int64)
     if labels.min() < 0:
         raise InputError("mask has negative labels", subject_id, mask_path)
+    return labels
+
+
+def image_lesion_features(image: sitk.Image, mask: sitk.Image, subject_id: str,
+                          params_path: str | Path | None = None, mask_path: str | Path | None = None,
+                          progress: bool = False, skip_unusable: bool = False) -> tuple[pd.DataFrame, dict]:
+    """:func:`lesion_features` on images in memory that share one voxel grid.
+
+    Parameters
+    ----------
+    image, mask : SimpleITK.Image
+        SUV image and lesion label image on the same grid (not checked here).
+    subject_id : str
+        Written to the table and used in error messages.
+    params_path : str or Path, optional
+        pyradiomics parameter file; without it only the PET metrics are computed.
+    mask_path : str or Path, optional
+        The mask's file, for error messages.
+    skip_unusable : bool
+        Drop lesions that pyradiomics refuses (a single voxel, a line of voxels) and list
+        them under ``unusable_lesions`` instead of raising :class:`InputError`.
+
+    Returns
+    -------
+    table : DataFrame
+        ``subject_id``, ``lesion_id``, PET metrics, centroids, pyradiomics' columns.
+    settings : dict
+        ``{"radiomics": pyradiomics settings}`` when pyradiomics ran (and
+        ``unusable_lesions`` with ``skip_unusable``); empty otherwise.
+    """
+    suv = to_array(image).astype(np.float64)
+    labels = label_array(mask, subject_id, mask_path)
 
     def index_to_mm(index_zyx: np.ndarray) -> tuple[float, float, float]:
         return mask.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_zyx[::-1]])
 
     table = pet_metrics(suv, labels, spacing_zyx_mm(image), index_to_mm)
-    metadata: dict = {"subject_id": subject_id, "image": file_record(image_path), "mask": file_record(mask_path)}
+    settings: dict = {}
     if params_path is not None and len(table):
-        rad, settings = radiomics_features(image, mask, table["lesion_id"], params_path, subject_id,
-                                           mask_path, progress)
+        if skip_unusable:
+            make_extractor(params_path)  # a bad parameter file is an error, not an unusable lesion
+            parts, unusable = [], []
+            for lesion_id in table["lesion_id"]:
+                try:
+                    rad, settings["radiomics"] = radiomics_features(image, mask, [lesion_id], params_path,
+                                                                    subject_id, mask_path)
+                    parts.append(rad)
+                except InputError:
+                    unusable.append(int(lesion_id))
+            settings["unusable_lesions"] = unusable
+            table = table[~table["lesion_id"].isin(unusable)].reset_index(drop=True)
+            rad = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"lesion_id": []}, dtype=np.int64)
+        else:
+            rad, settings["radiomics"] = radiomics_features(image, mask, table["lesion_id"], params_path,
+                                                            subject_id, mask_path, progress)
         table = table.merge(rad, on="lesion_id", how="left", validate="one_to_one")
-        metadata["radiomics"] = settings
     table.insert(0, "subject_id", subject_id)
-    return table, metadata
+    return table, settings

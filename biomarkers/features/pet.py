@@ -1,4 +1,4 @@
-"""PET metrics per lesion: SUVmax, SUVmean, SUVpeak (IBSI local and global peak), MTV, TLG.
+"""PET metrics per lesion: SUVmax, SUVmean, SUVpeak (IBSI local and global peak), MTV, TLG, IVH.
 
 Definitions follow the IBSI reference manual (Zwanenburg et al., arXiv:1612.07003,
 section 3.2 "local intensity"): the *local intensity peak* is the mean intensity in a
@@ -6,18 +6,26 @@ section 3.2 "local intensity"): the *local intensity peak* is the mean intensity
 (the highest such mean where several voxels share the maximum); the *global intensity
 peak* is the highest such sphere mean centred on any ROI voxel. The sphere holds every
 image voxel (inside or outside the ROI) whose centre lies within the radius; voxels
-beyond the image edge are not counted.
+beyond the image edge are not counted. The intensity-volume histogram features
+(:mod:`biomarkers.features.ivh`) are computed on SUV discretised with a fixed bin width of
+0.1 SUV, the width the manual suggests for FDG-PET (section 3.5).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.fft
 from scipy import ndimage, signal
+
+from biomarkers.features.ivh import IVH_COLUMNS, ivh_metrics
 
 #: Radius (mm) of a sphere of volume 1 cm3: (3 * 1000 / (4 pi)) ** (1/3).
 PEAK_RADIUS_MM = (3000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
 
 PET_COLUMNS = ("suv_max", "suv_mean", "suv_peak", "suv_peak_global", "mtv_ml", "tlg")
+
+#: Bin width (SUV) of the intensity-volume histogram of every lesion.
+IVH_BIN_WIDTH_SUV = 0.1
 
 
 def sphere_kernel(spacing_mm: tuple[float, float, float], radius_mm: float = PEAK_RADIUS_MM) -> np.ndarray:
@@ -27,20 +35,49 @@ def sphere_kernel(spacing_mm: tuple[float, float, float], radius_mm: float = PEA
     return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
 
 
+def _inside_counts(shape: tuple[int, ...], kernel: np.ndarray) -> np.ndarray:
+    """Number of image voxels in the sphere around every voxel (fewer near the image edge).
+
+    The count depends only on each axis's distance to the two edges, clipped at the
+    kernel's half-width, so it is computed on a reduced grid of at most ``2h + 1`` voxels
+    per axis and indexed back to the full shape.
+    """
+    half = [k // 2 for k in kernel.shape]
+    reduced = [min(n, 2 * h + 1) for n, h in zip(shape, half)]
+    small = ndimage.correlate(np.ones(reduced), kernel, mode="constant", cval=0.0)
+    index = []
+    for n, h, r in zip(shape, half, reduced):
+        i = np.arange(n)
+        if r < n:
+            i = np.where(i < h, i, np.where(i >= n - h, i - (n - r), h))
+        index.append(i)
+    return np.rint(small[np.ix_(*index)])
+
+
+#: Above this many voxels in the sphere, the sum is taken by FFT rather than directly.
+_DIRECT_MAX_TAPS = 64
+
+
 def local_mean(image: np.ndarray, spacing_mm: tuple[float, float, float],
                radius_mm: float = PEAK_RADIUS_MM) -> np.ndarray:
-    """Mean of the image over a sphere around every voxel, by FFT convolution.
+    """Mean of the image over a sphere around every voxel (a convolution).
 
-    Voxels outside the image are excluded from both sum and count.
+    Voxels outside the image are excluded from both sum and count. The sum is a direct
+    correlation with the sphere's voxels when the sphere holds few of them (coarse PET
+    voxels), else an FFT convolution; both are exact to rounding.
     """
     kernel = sphere_kernel(spacing_mm, radius_mm).astype(np.float64)
-    total = signal.fftconvolve(image.astype(np.float64), kernel, mode="same")
-    count = signal.fftconvolve(np.ones(image.shape), kernel, mode="same")
-    return total / np.rint(count)
+    image = np.asarray(image, dtype=np.float64)
+    if kernel.sum() <= _DIRECT_MAX_TAPS:
+        total = ndimage.correlate(image, kernel, mode="constant", cval=0.0)
+    else:
+        with scipy.fft.set_workers(-1):
+            total = signal.fftconvolve(image, kernel, mode="same")
+    return total / _inside_counts(image.shape, kernel)
 
 
 def pet_metrics(suv: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float, float],
-                origin_index_to_mm=None) -> pd.DataFrame:
+                origin_index_to_mm=None, ivh_bin_width: float = IVH_BIN_WIDTH_SUV) -> pd.DataFrame:
     """PET metrics for every non-zero label.
 
     Parameters
@@ -53,11 +90,14 @@ def pet_metrics(suv: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, fl
         Voxel spacing in (z, y, x) order.
     origin_index_to_mm : callable, optional
         Maps a (z, y, x) continuous index to physical (x, y, z) mm; adds centroid columns.
+    ivh_bin_width : float
+        Bin width (in SUV) of the intensity-volume histogram.
 
     Returns
     -------
     DataFrame
-        ``lesion_id`` then :data:`PET_COLUMNS` (and ``centroid_*_mm`` if requested).
+        ``lesion_id``, :data:`PET_COLUMNS`, :data:`~biomarkers.features.ivh.IVH_COLUMNS`
+        (and ``centroid_*_mm`` if requested).
     """
     ids = np.unique(labels)
     ids = ids[ids != 0]
@@ -88,13 +128,14 @@ def pet_metrics(suv: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, fl
             "suv_peak_global": means.max(),
             "mtv_ml": mtv_ml,
             "tlg": suv_mean * mtv_ml,
+            **ivh_metrics(values, ivh_bin_width),
         }
         if origin_index_to_mm is not None:
             centre = np.argwhere(roi).mean(axis=0) + lo
             x, y, z = origin_index_to_mm(centre)
             row.update(centroid_x_mm=x, centroid_y_mm=y, centroid_z_mm=z)
         rows.append(row)
-    columns = ["lesion_id", *PET_COLUMNS]
+    columns = ["lesion_id", *PET_COLUMNS, *IVH_COLUMNS]
     if origin_index_to_mm is not None:
         columns += ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
     return pd.DataFrame(rows, columns=columns)

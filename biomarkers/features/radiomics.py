@@ -6,6 +6,7 @@ image, mask, label and file.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Iterable
@@ -16,19 +17,38 @@ import SimpleITK as sitk
 from biomarkers.errors import InputError
 from biomarkers.io.provenance import file_record
 
+#: Parameter files shipped with the package, by name: ``pet`` (SUV, fixed bin width 0.25,
+#: 4 mm isotropic, original + LoG + wavelet) and ``ct`` (HU, bin width 25, 2 mm isotropic).
+SHIPPED_PARAMS = {name: Path(__file__).parents[1] / "data" / "radiomics" / f"{name}.yaml" for name in ("pet", "ct")}
+
+
+def resolve_params(params: str | Path) -> Path:
+    """The parameter file for ``params``: a shipped name (:data:`SHIPPED_PARAMS`) or a path."""
+    return SHIPPED_PARAMS.get(str(params), Path(params))
+
 
 def make_extractor(params_path: str | Path):
-    """A pyradiomics extractor configured from ``params_path`` (quiet logging)."""
+    """A pyradiomics extractor configured from ``params_path`` (a path or a shipped name; quiet logging).
+
+    Extractors are cached per file (path, size and modification time): ``execute`` works on a
+    copy of the settings, so one extractor serves every lesion and subject of a process.
+    """
+    params_path = resolve_params(params_path)
+    if not params_path.is_file():
+        raise InputError("pyradiomics parameter file does not exist", path=params_path)
+    stat = params_path.stat()
+    return _cached_extractor(str(params_path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_extractor(params_path: str, size: int, mtime_ns: int):
     import radiomics
     from radiomics import featureextractor
 
     radiomics.setVerbosity(logging.ERROR)
     logging.getLogger("pykwalify").setLevel(logging.CRITICAL)
-    params_path = Path(params_path)
-    if not params_path.is_file():
-        raise InputError("pyradiomics parameter file does not exist", path=params_path)
     try:
-        return featureextractor.RadiomicsFeatureExtractor(str(params_path))
+        return featureextractor.RadiomicsFeatureExtractor(params_path)
     except Exception as exc:  # pykwalify raises its own SchemaError types
         msg = " ".join(str(exc).split())[:300]
         raise InputError(f"invalid pyradiomics parameter file ({msg})", path=params_path) from None
@@ -64,7 +84,7 @@ def radiomics_features(image: sitk.Image, labels: sitk.Image, lesion_ids: Iterab
         rows.append(row)
     settings = {
         "pyradiomics_version": radiomics.__version__,
-        "params_file": file_record(params_path),
+        "params_file": file_record(resolve_params(params_path)),
         "image_types": extractor.enabledImagetypes,
         "feature_classes": extractor.enabledFeatures,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in extractor.settings.items()},

@@ -1,4 +1,4 @@
-"""Report figures: Kaplan-Meier curves by risk group, C-index intervals, model coefficients."""
+"""Report figures: Kaplan-Meier curves by risk group, C-index intervals, model coefficients, feature ICC."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -97,4 +97,47 @@ def segmentation_quality_plot(cases: pd.DataFrame, path: str | Path, title: str)
     axes[0].set_xlim(0, 1)
     fig.suptitle(title)
     fig.tight_layout()
+    _save(fig, path)
+
+
+_PET_METRICS = ("suv_max", "suv_mean", "suv_peak", "suv_peak_global", "mtv_ml", "tlg")
+_ICC_BANDS = ((0.0, 0.5, "#f4cccc", "poor"), (0.5, 0.75, "#fce5cd", "moderate"),
+              (0.75, 0.9, "#d9ead3", "good"), (0.9, 1.0, "#b6d7a8", "excellent"))
+
+
+def _icc_group(feature: str) -> str:
+    """Row of the ICC plot: "PET metrics", or pyradiomics' image type family and feature class."""
+    if feature in _PET_METRICS or feature.startswith("ivh_"):
+        return "PET metrics"
+    parts = feature.split("_")
+    if len(parts) < 3:
+        return "other"
+    image_type = parts[0]
+    if image_type.startswith("log-sigma-"):
+        image_type = "LoG " + image_type[len("log-sigma-"):].replace("-mm-3D", " mm").replace("-", ".")
+    elif image_type.startswith("wavelet-"):
+        image_type = "wavelet"
+    return f"{image_type} {parts[1]}"
+
+
+def icc_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Every feature's ICC as a dot, one row per image type and feature class, on Koo & Li's bands."""
+    import numpy as np
+
+    groups = table.assign(group=table["feature"].map(_icc_group)).dropna(subset=["icc"])
+    order = list(dict.fromkeys(groups["group"]))
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(order) + 1.4))
+    for lo, hi, colour, name in _ICC_BANDS:
+        ax.axvspan(lo, hi, color=colour, zorder=0)
+        ax.text((lo + hi) / 2, -0.9, name, ha="center", va="bottom", fontsize=8)
+    rng = np.random.default_rng(0)
+    for row, group in enumerate(order):
+        values = groups.loc[groups["group"] == group, "icc"].clip(lower=-0.05)
+        ax.scatter(values, row + rng.uniform(-0.25, 0.25, len(values)), s=7, color="#1f4e79", alpha=0.6, zorder=2)
+        ax.text(1.01, row, f"{(values >= 0.75).mean():.0%}", va="center", fontsize=7, transform=ax.get_yaxis_transform())
+    ax.set_yticks(range(len(order)), [f"{g} ({(groups['group'] == g).sum()})" for g in order], fontsize=8)
+    ax.set_ylim(len(order) - 0.5, -1.0)
+    ax.set_xlim(-0.05, 1.0)
+    ax.set_xlabel("intra-class correlation (right margin: share with ICC >= 0.75)")
+    ax.set_title(title, fontsize=10)
     _save(fig, path)

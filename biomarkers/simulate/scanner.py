@@ -154,6 +154,34 @@ def _correlated_noise(shape: tuple[int, int, int], rng: np.random.Generator) -> 
     return noise / np.float32(np.sqrt(np.sum(kernel ** 2)) ** 3)
 
 
+def add_pet_noise(activity: np.ndarray, noise_cv: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson-like, spatially correlated PET noise added to an activity image.
+
+    The noise of a voxel with activity ``a`` has standard deviation
+    ``noise_cv * sqrt(a * REFERENCE_SUV)``: its coefficient of variation is ``noise_cv`` at
+    :data:`REFERENCE_SUV` and scales like ``1 / sqrt(a)``, as for counts. The noise field is
+    unit-variance Gaussian noise smoothed with a Gaussian of :data:`NOISE_SIGMA_VOXELS` voxels
+    and rescaled to unit variance (exactly so away from the image edge, which is reflected).
+
+    Parameters
+    ----------
+    activity : ndarray
+        Activity (SUV) volume, (z, y, x); negative values are taken as 0.
+    noise_cv : float
+        Coefficient of variation of the noise at :data:`REFERENCE_SUV`.
+    rng : numpy.random.Generator
+        Source of the noise.
+
+    Returns
+    -------
+    ndarray of float32
+        The noisy volume, clipped at 0.
+    """
+    activity = np.clip(np.asarray(activity, np.float32), 0.0, None)
+    sd = np.float32(noise_cv) * np.sqrt(activity * np.float32(REFERENCE_SUV))
+    return np.clip(activity + sd * _correlated_noise(activity.shape, rng), 0.0, None)
+
+
 def acquire(phantom: Phantom, center: Center, rng: np.random.Generator) -> Scan:
     """Image a phantom at a centre.
 
@@ -177,8 +205,7 @@ def acquire(phantom: Phantom, center: Center, rng: np.random.Generator) -> Scan:
     blurred = ndimage.gaussian_filter(phantom.suv, sigma_vox, mode="nearest", truncate=3.0)
     _, activity = resampler.average(blurred)
     activity = np.clip(activity, 0.0, None)
-    sd = np.float32(center.noise_cv) * np.sqrt(activity * np.float32(REFERENCE_SUV))
-    pet = np.clip(activity + sd * _correlated_noise(coarse.shape_zyx, rng), 0.0, None)
+    pet = add_pet_noise(activity, center.noise_cv, rng)
     _, ct = resampler.average(phantom.hu)
     ct = ct + rng.normal(0.0, CT_NOISE_HU, coarse.shape_zyx).astype(np.float32)
     ct_hu = np.clip(np.rint(ct), -1024, 3071).astype(np.int16)

@@ -45,3 +45,17 @@ def test_unknown_category_level_names_the_subject():
     sheet = pd.DataFrame({"subject_id": ["a", "b"], "time": [1.0, 2.0], "event": [1, 0], "sex": ["F", "X"]})
     with pytest.raises(SubjectsSheetError, match="subject b, file s.tsv: sex='X'"):
         feature_table(sheet, lesions()[lambda d: d.subject_id != "c"], [], {"sex": ["F", "M"]}, "s.tsv")
+
+
+def test_texture_rules():
+    a = lesions()[lambda d: d.subject_id == "a"]
+    hottest = aggregate_subject(a, "hottest")
+    assert hottest["hottest_original_glcm_Contrast"] == 2.0 and hottest["hottest_suv_max"] == 12.0  # lesion 2
+    weighted = aggregate_subject(a, "weighted")
+    # MTV weights 2, 1, 8 over contrasts 1, 2, 3: (2 + 2 + 24) / 11
+    assert weighted["weighted_original_glcm_Contrast"] == pytest.approx(28 / 11)
+    assert weighted["total_mtv_ml"] == 11.0  # burden does not depend on the rule
+    tie = a.assign(mtv_ml=[8.0, 1.0, 8.0])
+    assert aggregate_subject(tie)["largest_original_glcm_Contrast"] == 1.0  # tie: lowest label
+    with pytest.raises(ValueError, match="largest, hottest, weighted"):
+        aggregate_subject(a, "median")

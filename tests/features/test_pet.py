@@ -89,3 +89,28 @@ def test_several_labels_and_centroids():
     assert list(table["lesion_id"]) == [1, 2]
     assert table["mtv_ml"].tolist() == pytest.approx([8e-3, 27e-3])
     assert table.loc[1, ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].tolist() == pytest.approx([7, 7, 7])
+
+
+@pytest.mark.parametrize("spacing", [(4.0, 4.0, 4.0), (3.0, 4.07, 4.07), (2.0, 2.0, 2.0), (1.0, 1.5, 1.5)])
+def test_local_mean_equals_brute_force_everywhere(spacing):
+    # Coarse voxels take the direct correlation, fine ones the FFT; both must match the
+    # definition at every voxel, edges and corners included.
+    rng = np.random.default_rng(5)
+    image = rng.gamma(2.0, 1.0, size=(9, 11, 12))
+    means = local_mean(image, spacing)
+    for centre in np.ndindex(image.shape):
+        assert means[centre] == pytest.approx(brute_sphere_mean(image, spacing, centre), rel=1e-12)
+
+
+def test_lesion_intensity_volume_histogram_in_suv_bins():
+    # Half the lesion at SUV 2, half at SUV 4: 0.1-SUV bins centred at 2.05 ... 4.05. Volume
+    # fraction 1 at the lowest bin, 0.5 from 2.15 to 4.05, 0 above.
+    suv = np.ones((6, 6, 6))
+    labels = np.zeros(suv.shape, np.int64)
+    labels[1:5, 1:5, 1:5] = 1
+    suv[1:3, 1:5, 1:5], suv[3:5, 1:5, 1:5] = 2.0, 4.0
+    row = pet_metrics(suv, labels, (4.0, 4.0, 4.0)).iloc[0]
+    assert row["ivh_i90"] == pytest.approx(2.15)  # lowest intensity with at most 90 % of the volume
+    assert row["ivh_i10"] == pytest.approx(4.15)  # 50 % at the top bin: one bin above it
+    assert row["ivh_v10"] == row["ivh_v90"] == pytest.approx(0.5)
+    assert row["ivh_auc"] == pytest.approx((1 + 0.5) / 2 / 20 + 0.5 * 19 / 20)

@@ -8,8 +8,9 @@ from radiomics import featureextractor
 
 from biomarkers.errors import InputError
 from biomarkers.features.lesions import lesion_features
+from biomarkers.features.radiomics import SHIPPED_PARAMS, make_extractor
 
-PARAMS = Path(__file__).parents[2] / "cohorts" / "demo" / "pet_radiomics.yaml"
+PARAMS = SHIPPED_PARAMS["pet"]
 
 
 @pytest.fixture
@@ -34,13 +35,13 @@ def lesion_case(tmp_path):
 
 def test_wrapper_equals_plain_pyradiomics(lesion_case):
     pet, mask = lesion_case
-    table, meta = lesion_features(pet, mask, "sub-x", PARAMS)
+    table, meta = lesion_features(pet, mask, "sub-x", "pet")
     assert list(table["lesion_id"]) == [1, 2]
     extractor = featureextractor.RadiomicsFeatureExtractor(str(PARAMS))
     for _, row in table.iterrows():
         plain = extractor.execute(str(pet), str(mask), label=int(row["lesion_id"]))
         values = {k: float(v) for k, v in plain.items() if not k.startswith("diagnostics_")}
-        assert len(values) > 90
+        assert len(values) > 1000  # shape, then 7 classes on original, 2 LoG and 8 wavelet images
         for key, value in values.items():
             assert row[key] == value, key  # exactly, not approximately
     assert meta["radiomics"]["settings"]["binWidth"] == 0.25
@@ -55,3 +56,33 @@ def test_mask_on_another_grid_is_an_error(lesion_case, tmp_path):
     sitk.WriteImage(img, str(moved))
     with pytest.raises(InputError, match=r"subject sub-x, file .*moved.nii.gz: geometry differs"):
         lesion_features(pet, moved, "sub-x", PARAMS)
+
+
+def test_shipped_parameter_files_are_valid_and_recorded(tmp_path):
+    # pyradiomics validates each file against its schema when it loads it.
+    pet = make_extractor("pet")
+    assert set(pet.enabledImagetypes) == {"Original", "LoG", "Wavelet"}
+    assert pet.settings["binWidth"] == 0.25 and list(pet.settings["resampledPixelSpacing"]) == [4, 4, 4]
+    ct = make_extractor("ct")
+    assert ct.settings["binWidth"] == 25 and list(ct.settings["resampledPixelSpacing"]) == [2, 2, 2]
+    assert set(ct.enabledFeatures) == set(pet.enabledFeatures) == {"shape", "firstorder", "glcm", "glrlm", "glszm",
+                                                                   "gldm", "ngtdm"}
+
+
+def test_ct_parameter_file_on_a_ct_lesion(tmp_path):
+    rng = np.random.default_rng(2)
+    hu = rng.normal(40, 12, size=(24, 40, 40)).astype(np.int16)  # soft tissue
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[8:16, 12:26, 14:28] = 1
+    hu[labels == 1] = rng.normal(90, 30, size=int(labels.sum())).astype(np.int16)  # enhancing lesion
+    paths = []
+    for name, arr in (("ct", hu), ("mask", labels)):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((0.98, 0.98, 3.0))
+        paths.append(tmp_path / f"{name}.nii.gz")
+        sitk.WriteImage(img, str(paths[-1]))
+    table, meta = lesion_features(*paths, "sub-ct", "ct")
+    row = table.iloc[0]
+    assert row["original_firstorder_Mean"] == pytest.approx(hu[labels == 1].mean(), abs=3)  # after 2 mm resampling
+    assert row["original_shape_VoxelVolume"] == pytest.approx(labels.sum() * 0.98 * 0.98 * 3.0, rel=0.1)
+    assert meta["radiomics"]["params_file"]["name"] == "ct.yaml"

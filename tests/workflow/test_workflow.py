@@ -105,7 +105,7 @@ def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
     sheet.to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
     config = tmp_path / "config.yaml"
     config.write_text(f"results: {tmp_path / 'results'}\nsubjects: {tmp_path / 'subjects.tsv'}\n"
-                      f"radiomics_params: {ROOT / 'cohorts' / 'demo' / 'pet_radiomics.yaml'}\n")
+                      "radiomics_params: pet\n")
     proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if message.format(folder=tmp_path) in line]

@@ -1,10 +1,13 @@
 import os
 import shlex
 
+import pandas as pd
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from biomarkers.errors import BiomarkerError
+from biomarkers.features.radiomics import resolve_params
 from biomarkers.io.subjects import check_subject_files, read_subjects
 
 
@@ -14,6 +17,8 @@ RESULTS = config["results"]
 ENV = "../../environment.yml"
 SIMULATED = "simulate" in config
 TRAIN = config["training_cohort"]
+# A shipped parameter file by name (pet, ct) or a path: a file either way, so edits rerun features.
+RADIOMICS_PARAMS = str(resolve_params(config["radiomics_params"]))
 # Absolute: the sheet is validated inside input functions, after the include stack is gone.
 SUBJECTS_SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "subjects.schema.yaml")
 
@@ -105,6 +110,7 @@ def final_targets(wildcards):
             if config["segmentation"]["compare"]
             else []
         ),
+        *([f"{RESULTS}/report/icc.png"] if config["stability"]["subjects"] else []),
     ]
 
 
@@ -120,10 +126,11 @@ def subjects_sheet_path_input(wildcards):
 
 def categorical_flags(wildcards):
     """`--categorical NAME=L1,L2` for every categorical covariate of the config."""
-    return " ".join(
-        f"--categorical {shlex.quote(name + '=' + ','.join(levels))}"
-        for name, levels in config["categorical_covariates"].items()
-    )
+    flags = []
+    for name, levels in config["categorical_covariates"].items():
+        value = f"{name}={','.join(levels)}"
+        flags.append(f"--categorical {shlex.quote(value)}")
+    return " ".join(flags)
 
 
 def truth_flag(wildcards, input):
@@ -155,3 +162,46 @@ def dicom_flag(wildcards):
     """`--dicom` when the simulated cohort must also be written as DICOM."""
     wanted = config["pet_source"] == "dicom" or config.get("simulate", {}).get("dicom", False)
     return "--dicom" if wanted else ""
+
+
+STABILITY = config["stability"]
+
+
+def stability_subjects():
+    """The first `stability.subjects` training subjects, by ID."""
+    sheet = subjects()
+    ids = sorted(sheet.loc[sheet["cohort"] == TRAIN, "subject_id"])
+    return ids[: STABILITY["subjects"]]
+
+
+def stability_tables(wildcards):
+    """Perturbed-feature tables of the stability subjects."""
+    return expand(f"{RESULTS}/stability/lesions/{{subject}}.parquet", subject=stability_subjects())
+
+
+def centers_input(wildcards):
+    """The simulated cohort's scanner table (PSF FWHM per centre)."""
+    return {"centers": checkpoints.simulate.get().output.centers} if SIMULATED else {}
+
+
+def source_fwhm(wildcards, input):
+    """PSF FWHM (mm) of the subject's PET: its centre's, or the config's."""
+    if hasattr(input, "centers"):
+        table = pd.read_csv(input.centers, sep="\t", dtype={"center": str}).set_index("center")
+        return float(table.loc[subjects().loc[wildcards.subject, "center"], "psf_fwhm_mm"])
+    if "source_fwhm_mm" in STABILITY:
+        return STABILITY["source_fwhm_mm"]
+    if any(p.startswith("resolution:") for p in STABILITY["perturbations"]):
+        raise WorkflowError("stability.source_fwhm_mm is required for a resolution perturbation of a given cohort")
+    return None
+
+
+def source_fwhm_flag(wildcards, input):
+    """`--source-fwhm MM` when it is known."""
+    fwhm = source_fwhm(wildcards, input)
+    return "" if fwhm is None else f"--source-fwhm {fwhm}"
+
+
+def perturb_flags(wildcards):
+    """`--perturb SPEC` for every perturbation of the config."""
+    return " ".join(f"--perturb {shlex.quote(p)}" for p in STABILITY["perturbations"])

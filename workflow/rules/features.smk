@@ -5,7 +5,7 @@ rule lesion_features:
     input:
         image=pet_image,
         mask=rules.segment.output[0],
-        params=config["radiomics_params"],
+        params=RADIOMICS_PARAMS,
     output:
         f"{RESULTS}/features/lesions/{{subject}}.parquet",
     log:
@@ -28,6 +28,7 @@ rule cohort_table:
     params:
         covariates=",".join(config["covariates"]),
         categorical=categorical_flags,
+        texture=config["texture_aggregation"],
     log:
         f"{RESULTS}/logs/cohort_table/{{cohort}}.log",
     benchmark:
@@ -36,4 +37,47 @@ rule cohort_table:
         ENV
     shell:
         "biomarkers aggregate --subjects {input.sheet:q} --cohort {wildcards.cohort} --out {output:q}"
-        " --covariates '{params.covariates}' {params.categorical} {input.lesions:q} > {log:q} 2>&1"
+        " --covariates '{params.covariates}' {params.categorical} --texture {params.texture}"
+        " {input.lesions:q} > {log:q} 2>&1"
+
+
+rule stability:
+    input:
+        unpack(centers_input),
+        image=pet_image,
+        mask=rules.segment.output[0],
+        params=RADIOMICS_PARAMS,
+    output:
+        f"{RESULTS}/stability/lesions/{{subject}}.parquet",
+    params:
+        perturb=perturb_flags,
+        fwhm=source_fwhm_flag,
+        seed=STABILITY["seed"],
+    log:
+        f"{RESULTS}/logs/stability/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability/{{subject}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers stability --image {input.image:q} --mask {input.mask:q} --params {input.params:q}"
+        " --subject-id {wildcards.subject} {params.perturb} {params.fwhm} --seed {params.seed}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule icc:
+    input:
+        stability_tables,
+    output:
+        table=report(f"{RESULTS}/stability/icc.tsv", caption="../report/icc_table.rst", category="Feature stability"),
+        plot=report(f"{RESULTS}/report/icc.png", caption="../report/icc.rst", category="Feature stability"),
+    params:
+        kind=STABILITY["kind"],
+    log:
+        f"{RESULTS}/logs/icc.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/icc.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers icc --kind {params.kind:q} --out {output.table:q} --plot {output.plot:q} {input:q} > {log:q} 2>&1"
