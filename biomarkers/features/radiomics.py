@@ -79,6 +79,11 @@ def radiomics_features(image: sitk.Image, labels: sitk.Image, lesion_ids: Iterab
         except ValueError as exc:
             raise InputError(f"pyradiomics cannot use lesion label {lesion_id} ({exc})",
                              subject_id, mask_path) from None
+        except RuntimeError as exc:  # SimpleITK, when resampling leaves no voxel of the label
+            if "No label object" not in str(exc):
+                raise
+            raise InputError(f"pyradiomics cannot use lesion label {lesion_id} (no voxel left after resampling "
+                             "to the parameter file's voxel size)", subject_id, mask_path) from None
         row = {"lesion_id": lesion_id}
         row.update({k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")})
         rows.append(row)

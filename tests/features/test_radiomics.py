@@ -86,3 +86,23 @@ def test_ct_parameter_file_on_a_ct_lesion(tmp_path):
     assert row["original_firstorder_Mean"] == pytest.approx(hu[labels == 1].mean(), abs=3)  # after 2 mm resampling
     assert row["original_shape_VoxelVolume"] == pytest.approx(labels.sum() * 0.98 * 0.98 * 3.0, rel=0.1)
     assert meta["radiomics"]["params_file"]["name"] == "ct.yaml"
+
+
+def test_lesion_lost_in_resampling_is_a_clear_error_or_skipped():
+    # Two 1.5 mm voxels vanish when pyradiomics resamples the mask to 4 mm: a one-line error
+    # naming the label, or (perturbed images) a lesion listed as unusable.
+    from biomarkers.features.lesions import image_lesion_features
+
+    suv = 1.0 + np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+    labels = np.zeros(suv.shape, np.uint8)
+    labels[10, 10, 10:12] = 1
+    labels[4:8, 4:8, 4:8] = 2
+    image = sitk.GetImageFromArray(suv)
+    image.SetSpacing((1.5, 1.5, 1.5))
+    mask = sitk.GetImageFromArray(labels)
+    mask.CopyInformation(image)
+    with pytest.raises(InputError, match="subject s, file m.nii.gz: pyradiomics cannot use lesion label 1 "
+                                         r"\(no voxel left after resampling"):
+        image_lesion_features(image, mask, "s", "pet", "m.nii.gz")
+    table, settings = image_lesion_features(image, mask, "s", "pet", skip_unusable=True)
+    assert list(table["lesion_id"]) == [2] and settings["unusable_lesions"] == [1]
