@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores 1 --report results/demo/report.html
-	@$(BIN)/python -c "import pandas as pd; print(pd.read_csv('results/demo/report/metrics.tsv', sep='\t').to_string(index=False, na_rep='', float_format=lambda v: f'{v:.4g}'))"
+	@$(BIN)/python -c "import pandas as pd; t = pd.read_csv('results/demo/report/headline.tsv', sep='\t', keep_default_na=False); print(t[t['cohort'] != 'train'].to_string(index=False))"
+	@echo "all metrics: results/demo/report/metrics.tsv; cross-validation on the training cohort: results/demo/models/cv_summary.tsv"
 	@echo "report: $(CURDIR)/results/demo/report.html"
 
 test: $(STAMP)

@@ -19,7 +19,8 @@ def stage_table(results: Path) -> pd.DataFrame:
     bench = results / "benchmarks"
     rows = []
     for path in sorted(bench.rglob("*.tsv")):
-        stage = path.parent.name if path.parent != bench else path.stem
+        parts = path.relative_to(bench).parts  # stage/job.tsv, stage/model/job.tsv or stage.tsv
+        stage = parts[0] if len(parts) > 1 else path.stem
         df = pd.read_csv(path, sep="\t")
         rows.append({"stage": stage, "s": float(df["s"].iloc[0]), "max_rss_mb": float(df["max_rss"].iloc[0])
                      if "max_rss" in df and df["max_rss"].iloc[0] != "-" else float("nan"),

@@ -35,6 +35,14 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+# Preprocessing options shared by `fit` and `cv`.
+_HARMONIZE = typer.Option(False, help="ComBat across the table's center column (fitted on training).")
+_NOT_HARMONIZED = typer.Option("", help="Comma-separated features ComBat leaves alone (clinical covariates).")
+_CORR_THRESHOLD = typer.Option(None, help="Drop one of two features with |Spearman r| above this.")
+_FDR_Q = typer.Option(None, help="Keep features whose univariate Cox BH q-value is below this.")
+_MAX_FEATURES = typer.Option(None, help="Keep at most this many features (best univariate p first).")
+
+
 @app.command()
 @user_errors
 def simulate(out: Path = typer.Option(..., help="Output folder of the cohort."),
@@ -238,26 +246,108 @@ def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet fi
 @app.command()
 @user_errors
 def fit(features: Path = typer.Option(..., help="Training feature table."),
-        model: str = typer.Option("coxph", help="Model name."),
+        model: str = typer.Option("coxph", help="coxph | coxnet | rsf | deepsurv | logistic_hazard."),
         out: Path = typer.Option(..., help="Model directory to write."),
         include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
         log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
-        penalizer: float = typer.Option(0.1, help="Penalty strength."),
-        l1_ratio: float = typer.Option(0.0, help="Elastic-net mixing (0 = ridge, 1 = lasso)."),
-        plot: Optional[Path] = typer.Option(None, help="Coefficient plot (PNG).")) -> None:
+        penalizer: Optional[float] = typer.Option(None, help="coxph penalty strength (default 0.1)."),
+        l1_ratio: Optional[float] = typer.Option(None, help="Elastic-net mixing, 0 = ridge, 1 = lasso (coxph, coxnet)."),
+        set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE (see `biomarkers models`); repeatable."),
+        horizons: str = typer.Option("", help="Comma-separated times (days) at which survival is scored "
+                                               "(default: quartiles of the training event times)."),
+        abstain_quantile: float = typer.Option(0.9, help="Abstain where the uncertainty exceeds this quantile of "
+                                                         "its training values (MC-dropout models)."),
+        abstain_on: str = typer.Option("risk_flip", help="Uncertainty of the abstention: risk_flip (share of "
+                                                         "MC samples in the other risk group) or risk_sd."),
+        harmonize: bool = _HARMONIZE, not_harmonized: str = _NOT_HARMONIZED,
+        corr_threshold: Optional[float] = _CORR_THRESHOLD, fdr_q: Optional[float] = _FDR_Q,
+        max_features: Optional[int] = _MAX_FEATURES,
+        plot: Optional[Path] = typer.Option(None, help="Model figure (PNG): coefficients, importance or loss curves.")) -> None:
     """Fit a survival model on the training cohort and freeze it."""
     from biomarkers.io.provenance import sha256_file
     from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle
 
+    params = _key_values(set_)
     table = read_feature_table(features)
-    bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,
-                                 l1_ratio, sha256_file(features))
+    pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
+    bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer, l1_ratio,
+                                 sha256_file(features), params, [float(h) for h in _split(horizons)] or None,
+                                 abstain_quantile, pipeline, abstain_on)
     save_bundle(bundle, summary, out)
     if plot is not None:
-        from biomarkers.report.plots import coefficient_plot
+        from biomarkers.report.model_plots import model_plot
 
-        coefficient_plot(summary, plot, f"{model}: standardised coefficients (n={len(table)})")
+        model_plot(bundle, summary, table, plot, f"{model} (n={len(table)}, {bundle.info['n_events']} events)")
     typer.echo(f"fitted {model} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out}")
+
+
+def _pipeline(table, include: str, harmonize: bool, not_harmonized: str, corr_threshold: Optional[float],
+              fdr_q: Optional[float], max_features: Optional[int]) -> dict:
+    """Preprocessing options of `fit` and `cv` (biomarkers.survival.bundle.PIPELINE_DEFAULTS)."""
+    from biomarkers.survival.preprocess import select_features
+
+    options: dict = {"corr_threshold": corr_threshold, "fdr_q": fdr_q, "max_features": max_features}
+    if harmonize:
+        keep = set(_split(not_harmonized))
+        options.update(harmonize=True,
+                       combat_features=[f for f in select_features(table, _split(include) or None) if f not in keep])
+    return options
+
+
+def _key_values(items: List[str], flag: str = "--set") -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command()
+@user_errors
+def cv(features: Path = typer.Option(..., help="Training feature table."),
+       model: List[str] = typer.Option(..., help="Candidate model; repeatable."),
+       out: Path = typer.Option(..., help="Summary TSV to write: one row per model, best first."),
+       include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
+       log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
+       set_: List[str] = typer.Option([], "--set", help="MODEL.KEY=VALUE hyperparameter; repeatable."),
+       folds: int = typer.Option(5, help="Outer folds."),
+       repeats: int = typer.Option(1, help="Repetitions of the outer split."),
+       seed: int = typer.Option(0, help="Seed of the outer split."),
+       harmonize: bool = _HARMONIZE, not_harmonized: str = _NOT_HARMONIZED,
+       corr_threshold: Optional[float] = _CORR_THRESHOLD, fdr_q: Optional[float] = _FDR_Q,
+       max_features: Optional[int] = _MAX_FEATURES,
+       folds_out: Optional[Path] = typer.Option(None, help="Also write every fold's held-out C-indices (TSV).")) -> None:
+    """Nested cross-validation of candidate models on the training cohort (for model choice)."""
+    from biomarkers.io.atomic import write_tsv
+    from biomarkers.survival.bundle import read_feature_table
+    from biomarkers.survival.crossval import cross_validate, summarise
+
+    params: dict[str, dict[str, str]] = {name: {} for name in model}
+    for key, value in _key_values(set_).items():
+        name, dot, hyper = key.partition(".")
+        if not dot or name not in params:
+            raise ValueError(f"--set {key}=...: expected MODEL.KEY with MODEL one of {', '.join(params)}")
+        params[name][hyper] = value
+    table = read_feature_table(features)
+    pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
+    per_fold = cross_validate(table, params, _split(include) or None, _split(log_features), folds, repeats, seed,
+                              progress=True, pipeline=pipeline)
+    summary = summarise(per_fold)
+    if folds_out is not None:
+        write_tsv(per_fold, folds_out, float_format="%.4g")
+    write_tsv(summary, out, float_format="%.4g")
+    typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
+def models() -> None:
+    """The models `fit --model` offers and their hyperparameters with defaults."""
+    from biomarkers.survival.models import DEFAULTS
+
+    for name, params in DEFAULTS.items():
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
 
 
 @app.command()
@@ -283,11 +373,64 @@ def evaluate(scores: Path = typer.Option(..., help="scores.parquet with time and
              table: Optional[Path] = typer.Option(None, help="Also write the headline metrics as TSV."),
              km_plot: Optional[Path] = typer.Option(None, help="Kaplan-Meier plot by risk group (PNG)."),
              cindex_plot: Optional[Path] = typer.Option(None, help="C-index interval plot (PNG)."),
-             label: str = typer.Option("", help="Cohort label for plot titles.")) -> None:
+             calibration_plot: Optional[Path] = typer.Option(None, help="Calibration at the horizon (PNG; needs surv_<T> columns)."),
+             uncertainty_plot: Optional[Path] = typer.Option(None, help="MC-dropout uncertainty checks (PNG; needs risk_sd > 0)."),
+             horizon: Optional[float] = typer.Option(None, help="Calibration horizon in days (default: the middle scored horizon)."),
+             label: str = typer.Option("", help="Cohort label for plot titles."),
+             model_name: str = typer.Option("", help="Model name for the table's model column and plot titles.")) -> None:
     """Validation statistics with bootstrap confidence intervals."""
     from biomarkers.validation.evaluate import evaluate_to_files
 
-    evaluate_to_files(scores, out, truth, bootstrap, seed, table, km_plot, cindex_plot, label)
+    evaluate_to_files(scores, out, truth, bootstrap, seed, table, km_plot, cindex_plot, label, horizon_days=horizon,
+                      calibration_plot=calibration_plot, uncertainty_plot=uncertainty_plot, model_name=model_name)
+
+
+@app.command()
+@user_errors
+def compare(scores: List[str] = typer.Argument(..., help="NAME=SCORES.parquet of every model, same cohort."),
+            out: Path = typer.Option(..., help="TSV to write: one row per pair of models and C-index."),
+            bootstrap: int = typer.Option(1000, help="Bootstrap resamples (the same for every model)."),
+            seed: int = typer.Option(0, help="Bootstrap seed.")) -> None:
+    """Paired bootstrap comparison of models' C-indices on the same cohort."""
+    import pandas as pd
+
+    from biomarkers.errors import InputError
+    from biomarkers.io.atomic import write_tsv
+    from biomarkers.validation.compare import compare_models
+
+    tables = {}
+    for name, path in _key_values(scores, "NAME=SCORES").items():
+        if not Path(path).is_file():
+            raise InputError("scores file does not exist", path=path)
+        tables[name] = pd.read_parquet(path)
+    if len(tables) < 2:
+        raise ValueError("compare needs the scores of at least two models")
+    result = compare_models(tables, bootstrap, seed)
+    write_tsv(result, out, float_format="%.4g")
+    typer.echo(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command("uncertainty-plot")
+@user_errors
+def uncertainty_plot(scores: Path = typer.Option(..., help="scores.parquet of an MC-dropout model, with outcomes."),
+                     metrics: Path = typer.Option(..., help="metrics.json written by `evaluate` for these scores."),
+                     out: Path = typer.Option(..., help="PNG to write."),
+                     label: str = typer.Option("", help="Title label (model and cohort).")) -> None:
+    """Does the MC-dropout spread mean something: discordance by risk_sd and C-index after abstention."""
+    import json
+
+    import pandas as pd
+
+    from biomarkers.errors import InputError
+    from biomarkers.report.validation_plots import uncertainty_plot as plot
+
+    for path in (scores, metrics):
+        if not path.is_file():
+            raise InputError("file does not exist", path=path)
+    checks = json.loads(metrics.read_text()).get("uncertainty")
+    if checks is None:
+        raise InputError("no uncertainty checks in the metrics (a deterministic model has risk_sd = 0)", path=metrics)
+    plot(pd.read_parquet(scores), out, f"Uncertainty, {label}".rstrip(", "), checks=checks)
 
 
 @app.command()
@@ -298,6 +441,27 @@ def collect(tables: List[Path] = typer.Argument(..., help="TSV tables with the s
     from biomarkers.io.atomic import concat_tsv
 
     concat_tsv(tables, out)
+
+
+@app.command()
+@user_errors
+def headline(metrics: Path = typer.Argument(..., help="Stacked metrics TSV (`collect` of every evaluate --table)."),
+             out: Path = typer.Option(..., help="TSV to write: one row per model and cohort."),
+             skip_cohort: List[str] = typer.Option([], help="Cohort to leave out (e.g. the training cohort); repeatable.")) -> None:
+    """Headline metrics per model and cohort, as 'estimate (95 % interval)' text."""
+    import pandas as pd
+
+    from biomarkers.errors import InputError
+    from biomarkers.io.atomic import write_tsv
+    from biomarkers.validation.evaluate import headline_table
+
+    if not metrics.is_file():
+        raise InputError("metrics table does not exist", path=metrics)
+    table = pd.read_csv(metrics, sep="\t")
+    table = table[~table["cohort"].astype(str).isin(skip_cohort)] if "cohort" in table else table
+    result = headline_table(table)
+    write_tsv(result, out)
+    typer.echo(result.to_string(index=False))
 
 
 def main() -> None:

@@ -139,5 +139,5 @@ def icc_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_ylim(len(order) - 0.5, -1.0)
     ax.set_xlim(-0.05, 1.0)
     ax.set_xlabel("intra-class correlation (right margin: share with ICC >= 0.75)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, pad=16)
     _save(fig, path)

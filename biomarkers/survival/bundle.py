@@ -1,8 +1,25 @@
 """Fit, freeze and apply a survival model.
 
-A frozen model directory holds ``model.json`` (preprocessing state, coefficients, the
-risk-group cut-off, the training table's SHA-256 and library versions) and
-``coefficients.tsv``. It is plain JSON so that a reviewer can read what was fitted.
+A frozen model directory holds ``model.json`` (model name and hyperparameters, the fitted
+preprocessing, the model's own state, the risk-group cut-off, the abstention threshold, the
+survival horizons, the training table's feature columns, subject IDs and SHA-256, library
+versions), any weight file the model needs (its SHA-256 in ``model.json``) and, for linear
+models, ``coefficients.tsv``. Everything but the weights is plain JSON, so a reviewer can
+read what was fitted.
+
+Scores (:func:`score_table`): ``risk`` is the mean over MC-dropout samples (the single
+prediction of deterministic models), ``risk_sd`` their standard deviation (0 for
+deterministic models), ``risk_low``/``risk_high`` the 2.5 and 97.5 percentiles,
+``risk_group`` "high" above the training cohort's median risk, ``risk_flip`` the share of
+MC-dropout samples that fall in the other risk group (how uncertain the patient's group is),
+``abstain`` True where the abstention measure (``risk_flip`` by default, or ``risk_sd``)
+exceeds its ``abstain_quantile`` in the training cohort, and ``surv_<T>`` (with
+``_low``/``_high`` bands) the survival probability at each horizon T (days).
+
+Why ``risk_flip`` by default: the spread of a network's log-hazard grows with the size of its
+activations, so the largest ``risk_sd`` tends to belong to patients of extreme risk, whose
+ranking is the least in doubt; for stratification the question is whether the patient's
+*group* is reliable, which is what ``risk_flip`` measures.
 """
 from __future__ import annotations
 
@@ -13,18 +30,28 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError, ModelBundleError
 from biomarkers.io.atomic import write_parquet
-from biomarkers.survival.cox import fit_cox
-from biomarkers.survival.preprocess import Preprocessor, select_features
+from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
+from biomarkers.survival.preprocess import FeaturePipeline, select_features
 
-MODELS = ("coxph",)
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+OUTCOME = ("subject_id", "time", "event")
+#: Column of the feature table naming each subject's centre (needed by ComBat).
+CENTER = "center"
+#: Preprocessing options of :func:`fit_bundle` (``FeaturePipeline`` arguments) and their defaults:
+#: no harmonisation, no correlation filter, no screening (features chosen a priori).
+PIPELINE_DEFAULTS: dict[str, Any] = {"harmonize": False, "combat_covariates": [], "combat_features": None,
+                                     "corr_threshold": None, "fdr_q": None, "min_features": 1, "max_features": None}
+#: Uncertainty measures the abstention can use (see the module docstring).
+ABSTAIN_MEASURES = ("risk_flip", "risk_sd")
+#: Seed of the MC-dropout masks at scoring (recorded in the bundle; scores are reproducible).
+SCORE_SEED = 0
 
 
 @dataclass
@@ -32,14 +59,31 @@ class ModelBundle:
     """A fitted model with everything needed to score a new cohort."""
 
     model: str
-    preprocessor: Preprocessor
-    coef: np.ndarray
+    preprocessor: FeaturePipeline
+    estimator: SurvivalModel
     risk_cutoff: float
     info: dict
 
+    def design(self, table: pd.DataFrame, what: str = "feature table") -> np.ndarray:
+        """The preprocessed design matrix of ``table`` (training statistics only)."""
+        centers = None
+        if self.preprocessor.combat_ is not None:
+            if CENTER not in table.columns:
+                raise FeatureTableError(f"{what} lacks the {CENTER} column the model's ComBat harmonisation needs")
+            centers = table[CENTER].astype(str).to_numpy()
+        return self.preprocessor.transform(table, centers).to_numpy(dtype=np.float64)
+
+    @property
+    def coef(self) -> np.ndarray:
+        """Coefficients of a linear model (``coxph``, ``coxnet``) on the standardised features."""
+        if not isinstance(self.estimator, LinearCox):
+            raise AttributeError(f"model {self.model} has no coefficients")
+        return self.estimator.coef_
+
     def risk(self, table: pd.DataFrame) -> np.ndarray:
-        """Linear predictor (higher = worse prognosis) of every row of ``table``."""
-        return self.preprocessor.transform(table) @ self.coef
+        """Risk (higher = worse prognosis) of every row: the mean over MC-dropout samples."""
+        x = self.design(table)
+        return self.estimator.risk_samples(x, self.info["score_seed"]).mean(axis=0)
 
 
 def read_feature_table(path: str | Path, need_outcome: bool = True) -> pd.DataFrame:
@@ -48,40 +92,126 @@ def read_feature_table(path: str | Path, need_outcome: bool = True) -> pd.DataFr
     if not path.is_file():
         raise FeatureTableError("feature table does not exist", path=path)
     table = pd.read_parquet(path)
-    need = ["subject_id", "time", "event"] if need_outcome else ["subject_id"]
+    need = list(OUTCOME) if need_outcome else ["subject_id"]
     missing = [c for c in need if c not in table.columns]
     if missing:
         raise FeatureTableError(f"feature table lacks column(s) {', '.join(missing)}", path=path)
+    if table["subject_id"].duplicated().any():
+        sid = table.loc[table["subject_id"].duplicated(), "subject_id"].iloc[0]
+        raise FeatureTableError(f"subject {sid} appears more than once", path=path)
     return table
 
 
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    """Numeric columns other than the outcome: what a feature table offers a model."""
+    return select_features(table, None)
+
+
+def default_horizons(time: np.ndarray, event: np.ndarray) -> list[float]:
+    """Quartiles of the training event times, in whole days: the survival horizons scored."""
+    return sorted({float(np.round(q)) for q in np.quantile(time[event == 1], [0.25, 0.5, 0.75])})
+
+
 def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str] | None = None,
-               log_features: Sequence[str] = (), penalizer: float = 0.1, l1_ratio: float = 0.0,
-               table_sha256: str = "") -> tuple[ModelBundle, pd.DataFrame]:
-    """Fit preprocessing and model on the training table; return the bundle and a coefficient table."""
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+               log_features: Sequence[str] = (), penalizer: float | None = None, l1_ratio: float | None = None,
+               table_sha256: str = "", params: dict[str, Any] | None = None,
+               horizons: Sequence[float] | None = None, abstain_quantile: float = 0.9,
+               pipeline: dict[str, Any] | None = None,
+               abstain_on: str = "risk_flip") -> tuple[ModelBundle, pd.DataFrame | None]:
+    """Fit preprocessing and model on the training table.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Training feature table (``subject_id``, ``time``, ``event``, features).
+    model : str
+        One of :data:`~biomarkers.survival.models.MODELS`.
+    features, log_features : sequence of str
+        Model features (default: every numeric column) and those to ``log1p``.
+    penalizer, l1_ratio : float, optional
+        Shortcuts for the hyperparameters of the same name (``coxph``, ``coxnet``).
+    params : dict, optional
+        Other hyperparameters (:data:`~biomarkers.survival.models.DEFAULTS`).
+    horizons : sequence of float, optional
+        Times (days) at which survival is scored; default :func:`default_horizons`.
+    abstain_quantile : float
+        Quantile of the training cohort's MC-dropout ``risk_sd`` above which a patient's
+        score is flagged for abstention (stochastic models only).
+    abstain_on : {"risk_flip", "risk_sd"}
+        The uncertainty measure of the abstention (module docstring).
+    pipeline : dict, optional
+        Preprocessing options (:data:`PIPELINE_DEFAULTS`; see
+        :class:`~biomarkers.survival.preprocess.FeaturePipeline`): ComBat across the table's
+        ``center`` column, correlation filter, FDR screening, cap on the number of features.
+
+    Returns
+    -------
+    bundle : ModelBundle
+    summary : DataFrame or None
+        Coefficients with standard errors (``coxph``), coefficients (``coxnet``), else None.
+    """
+    given = dict(params or {})
+    for key, value in (("penalizer", penalizer), ("l1_ratio", l1_ratio)):
+        if value is not None:
+            given[key] = value
+    params = hyperparameters(model, given)
     if int(table["event"].sum()) < 2:
         raise FeatureTableError("training table has fewer than 2 events; cannot fit a survival model")
-    names = select_features(table, features)
-    pre = Preprocessor(features=names, log_features=list(log_features)).fit(table)
-    x = pre.transform(table, "training table")
-    coef, summary = fit_cox(x, table["time"].to_numpy(float), table["event"].to_numpy(int), names,
-                            penalizer, l1_ratio)
-    risk = x @ coef
+    if abstain_on not in ABSTAIN_MEASURES:
+        raise ValueError(f"abstain_on must be one of {', '.join(ABSTAIN_MEASURES)}, got {abstain_on!r}")
+    if not 0.0 < abstain_quantile < 1.0:
+        raise ValueError(f"abstain_quantile must lie between 0 and 1, got {abstain_quantile}")
+    time, event = table["time"].to_numpy(float), table["event"].to_numpy(int)
+    options = {**PIPELINE_DEFAULTS, **(pipeline or {})}
+    unknown = sorted(set(options) - set(PIPELINE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown preprocessing option(s) {', '.join(unknown)}")
+    names = [f for f in select_features(table, features) if not options["harmonize"]
+             or f not in options["combat_covariates"]]
+    pre = FeaturePipeline(names, list(log_features), **options)
+    if options["harmonize"] and CENTER not in table.columns:
+        raise FeatureTableError(f"training table lacks the {CENTER} column ComBat harmonisation needs")
+    pre.fit(table, time, event, table[CENTER].astype(str).to_numpy() if options["harmonize"] else None)
+    bundle = ModelBundle(model, pre, make_model(model, params), 0.0, {"score_seed": SCORE_SEED})
+    x = bundle.design(table, "training table")
+    names = list(pre.selected_)
+    estimator = bundle.estimator.fit(x, time, event, names)
+    samples = estimator.risk_samples(x, SCORE_SEED)
+    risk = samples.mean(axis=0)
+    cutoff = float(np.median(risk))
+    threshold = None
+    if len(samples) > 1:
+        measure = _uncertainty(samples, cutoff)[abstain_on]
+        threshold = float(np.quantile(measure, abstain_quantile))
     info = {
         "bundle_format": BUNDLE_FORMAT,
+        "hyperparameters": params,
         "n_train": int(len(table)),
-        "n_events": int(table["event"].sum()),
+        "n_events": int(event.sum()),
         "train_table_sha256": table_sha256,
-        "hyperparameters": {"penalizer": penalizer, "l1_ratio": l1_ratio},
+        "train_subjects": sorted(table["subject_id"].astype(str)),
+        "feature_columns": feature_columns(table),
+        "preprocessing": options,
+        "selected_features": names,
+        "horizons_days": [float(h) for h in (horizons if horizons else default_horizons(time, event))],
         "risk_group_rule": "high if risk > median training risk",
+        "abstention": {"measure": abstain_on, "quantile": abstain_quantile, "threshold": threshold,
+                       "rule": f"abstain if {abstain_on} > {threshold:.4g}, the {abstain_quantile:g} quantile "
+                               f"of the training cohort's {abstain_on}"
+                       if threshold is not None else "deterministic model: never abstains"},
+        "score_seed": SCORE_SEED,
         "versions": _versions(),
     }
-    return ModelBundle(model, pre, coef, float(np.median(risk)), info), summary
+    summary = None
+    if model == "coxph":
+        summary = estimator.summary_
+    elif model == "coxnet":
+        summary = pd.DataFrame({"feature": names, "coef": estimator.coef_})
+    bundle.risk_cutoff, bundle.info = cutoff, info
+    return bundle, summary
 
 
-def save_bundle(bundle: ModelBundle, summary: pd.DataFrame, out_dir: str | Path) -> None:
+def save_bundle(bundle: ModelBundle, summary: pd.DataFrame | None, out_dir: str | Path) -> None:
     """Write the bundle to ``out_dir`` atomically (a temporary folder renamed into place)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -90,12 +220,13 @@ def save_bundle(bundle: ModelBundle, summary: pd.DataFrame, out_dir: str | Path)
         state = {
             "model": bundle.model,
             "preprocessor": bundle.preprocessor.to_dict(),
-            "coef": dict(zip(bundle.preprocessor.features, bundle.coef.tolist())),
+            "estimator": bundle.estimator.state(tmp),
             "risk_cutoff": bundle.risk_cutoff,
             "info": bundle.info,
         }
         (tmp / "model.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        summary.to_csv(tmp / "coefficients.tsv", sep="\t", index=False, float_format="%.6g")
+        if summary is not None:
+            summary.to_csv(tmp / "coefficients.tsv", sep="\t", index=False, float_format="%.6g")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -106,44 +237,100 @@ def save_bundle(bundle: ModelBundle, summary: pd.DataFrame, out_dir: str | Path)
 
 def load_bundle(model_dir: str | Path) -> ModelBundle:
     """Read a frozen model directory written by :func:`save_bundle`."""
-    path = Path(model_dir) / "model.json"
+    folder = Path(model_dir)
+    path = folder / "model.json"
     if not path.is_file():
         raise ModelBundleError(f"{path}: not a model directory (model.json missing)")
     state = json.loads(path.read_text())
-    if state.get("info", {}).get("bundle_format") != BUNDLE_FORMAT:
-        raise ModelBundleError(f"{path}: unsupported bundle format {state.get('info', {}).get('bundle_format')}")
-    pre = Preprocessor.from_dict(state["preprocessor"])
-    coef = np.array([state["coef"][f] for f in pre.features], dtype=np.float64)
-    return ModelBundle(state["model"], pre, coef, float(state["risk_cutoff"]), state["info"])
+    found = state.get("info", {}).get("bundle_format")
+    if found != BUNDLE_FORMAT:
+        raise ModelBundleError(f"{path}: bundle format {found}, this version reads {BUNDLE_FORMAT}; refit the model")
+    if state["model"] not in MODELS:
+        raise ModelBundleError(f"{path}: unknown model {state['model']!r}")
+    info = state["info"]
+    estimator = make_model(state["model"], info["hyperparameters"]).restore(state["estimator"], folder)
+    pre = FeaturePipeline.from_dict(state["preprocessor"])
+    return ModelBundle(state["model"], pre, estimator, float(state["risk_cutoff"]), info)
+
+
+def check_scoring_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table") -> None:
+    """Refuse a table whose feature columns differ from the training table's, or that shares
+    some (but not all) subjects with the training cohort.
+
+    Raises
+    ------
+    FeatureTableError
+        Naming the missing and the unexpected columns, or the first shared subject.
+    """
+    expected, found = bundle.info["feature_columns"], feature_columns(table)
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if missing or extra:
+        parts = ([f"lacks the training table's column(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"has column(s) the training table had not: {', '.join(extra)}"] if extra else [])
+        raise FeatureTableError("; ".join(parts) + " (build every cohort's table the same way)", path=path)
+    train = set(bundle.info["train_subjects"])
+    ids = set(table["subject_id"].astype(str))
+    shared = sorted(ids & train)
+    if shared and ids != train:
+        raise FeatureTableError(f"subject {shared[0]} ({len(shared)} in all) is also in the training cohort; "
+                                "a validation cohort must be independent", path=path)
 
 
 def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table") -> pd.DataFrame:
-    """Scores of every subject: ``subject_id``, ``risk``, ``risk_sd``, ``risk_group`` (+ outcome if present)."""
-    missing = [f for f in bundle.preprocessor.features if f not in table.columns]
-    if missing:
-        raise FeatureTableError(f"lacks the model's feature column(s) {', '.join(missing)}", path=path)
-    risk = bundle.risk(table)
+    """Scores of every subject (layout in the module docstring), plus ``time``/``event`` if present."""
+    check_scoring_table(bundle, table, path)
+    x = bundle.design(table, str(path))
+    seed = bundle.info["score_seed"]
+    samples = bundle.estimator.risk_samples(x, seed)
+    risk = samples.mean(axis=0)
+    stochastic = len(samples) > 1
+    low, high = np.percentile(samples, [2.5, 97.5], axis=0) if stochastic else (risk, risk)
+    uncertainty = _uncertainty(samples, bundle.risk_cutoff)
+    abstention = bundle.info["abstention"]
+    threshold = abstention["threshold"]
     scores = pd.DataFrame({
         "subject_id": table["subject_id"].astype(str).to_numpy(),
-        "risk": risk,
-        "risk_sd": np.zeros(len(table)),
+        "risk": risk, "risk_sd": uncertainty["risk_sd"], "risk_low": low, "risk_high": high,
         "risk_group": np.where(risk > bundle.risk_cutoff, "high", "low"),
+        "risk_flip": uncertainty["risk_flip"],
+        "abstain": uncertainty[abstention["measure"]] > threshold if threshold is not None else np.zeros(len(x), bool),
     })
+    horizons = np.asarray(bundle.info["horizons_days"], dtype=np.float64)
+    surv = bundle.estimator.survival_samples(x, horizons, seed)  # (T, n, horizons)
+    mean = surv.mean(axis=0)
+    lo, hi = np.percentile(surv, [2.5, 97.5], axis=0) if stochastic else (mean, mean)
+    for j, horizon in enumerate(horizons):
+        name = f"surv_{horizon:g}"
+        scores[name], scores[f"{name}_low"], scores[f"{name}_high"] = mean[:, j], lo[:, j], hi[:, j]
     for col in ("time", "event"):
         if col in table.columns:
             scores[col] = table[col].to_numpy()
     return scores
 
 
+def _uncertainty(samples: np.ndarray, cutoff: float) -> dict[str, np.ndarray]:
+    """``risk_sd`` and ``risk_flip`` of risk samples (T, n) around the risk-group ``cutoff``."""
+    mean = samples.mean(axis=0)
+    if len(samples) < 2:
+        zeros = np.zeros(samples.shape[1])
+        return {"risk_sd": zeros, "risk_flip": zeros}
+    flip = ((samples > cutoff) != (mean > cutoff)[None, :]).mean(axis=0)
+    return {"risk_sd": samples.std(axis=0, ddof=1), "risk_flip": flip}
+
+
 def write_scores(scores: pd.DataFrame, path: str | Path, bundle: ModelBundle) -> None:
     """Write scores to parquet with the model's provenance in the metadata."""
     write_parquet(scores, path, {"model": bundle.model, "risk_cutoff": bundle.risk_cutoff,
+                                 "hyperparameters": bundle.info["hyperparameters"],
+                                 "abstention": bundle.info["abstention"],
                                  "train_table_sha256": bundle.info.get("train_table_sha256", "")})
 
 
 def _versions() -> dict[str, str]:
     out = {}
-    for pkg in ("biomarkers", "numpy", "pandas", "lifelines", "scikit-survival", "pyradiomics-bhklab", "SimpleITK"):
+    for pkg in ("biomarkers", "numpy", "pandas", "lifelines", "scikit-survival", "scikit-learn", "torch", "pycox",
+                "pyradiomics-bhklab", "SimpleITK"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

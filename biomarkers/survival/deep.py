@@ -39,6 +39,7 @@ rates (DeepSurv's tuned rates were 0.1 to 0.4 on larger data sets).
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -203,6 +204,14 @@ class DeepSurvivalModel:
                 sd[rows] = risk.std(axis=0, ddof=1)
         return mean, sd
 
+    def risk_samples(self, x: np.ndarray, mc_samples: int = 0, seed: int = 0,
+                     batch_size: int | None = None) -> np.ndarray:
+        """Risk of every MC-dropout sample, shape (max(T, 1), n_patients); see :meth:`predict_risk`."""
+        risk = np.empty((max(mc_samples, 1), len(x)))
+        for rows, out in self._outputs(x, mc_samples, seed, batch_size):
+            risk[:, rows] = self._risk(out)
+        return risk
+
     def predict_survival(self, x: np.ndarray, times: np.ndarray, mc_samples: int = 0, seed: int = 0,
                          batch_size: int | None = None, return_samples: bool = False) -> SurvivalCurves:
         """Survival probabilities at ``times``, with MC-dropout percentile bands.
@@ -307,9 +316,15 @@ class DeepSurvivalModel:
         return model
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`state_dict` with ``torch.save`` (atomically)."""
+        """Write :meth:`state_dict` with ``torch.save`` (atomically, byte-identical for the same state).
+
+        ``torch.save`` names the archive inside the file after the file it writes to; saving to
+        a buffer first keeps the temporary file name out of it.
+        """
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
         with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+            Path(tmp).write_bytes(buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "DeepSurvivalModel":

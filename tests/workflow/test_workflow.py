@@ -35,15 +35,29 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     train = pd.read_parquet(tiny_run / "features" / "train.parquet")
     assert list(train.columns[:3]) == ["subject_id", "time", "event"]
     assert set(train["subject_id"]) == set(sheet.loc[sheet["cohort"] == "train", "subject_id"])
-    model = json.loads((tiny_run / "model" / "model.json").read_text())
-    assert model["info"]["n_train"] == len(train)
+    models = ["coxph", "coxnet", "rsf", "deepsurv"]
+    for name in models:
+        model = json.loads((tiny_run / "models" / name / "model.json").read_text())
+        assert model["info"]["n_train"] == len(train) and model["model"] == name
+        assert (tiny_run / "report" / f"model_{name}.png").stat().st_size > 10_000
+        for cohort in ("train", "validation"):
+            metrics = json.loads((tiny_run / "metrics" / name / f"{cohort}.json").read_text())
+            for key in ("harrell_c", "uno_c", "oracle_harrell_c"):
+                assert 0.0 <= metrics[key]["estimate"] <= 1.0
+            assert metrics["calibration"]["horizon_days"] == 730
+            for figure in ("km", "cindex", "calibration"):
+                assert (tiny_run / "report" / f"{figure}_{name}_{cohort}.png").stat().st_size > 10_000
     for cohort in ("train", "validation"):
-        metrics = json.loads((tiny_run / "metrics" / f"{cohort}.json").read_text())
-        for key in ("harrell_c", "uno_c", "oracle_harrell_c"):
-            assert 0.0 <= metrics[key]["estimate"] <= 1.0
-        assert (tiny_run / "report" / f"km_{cohort}.png").stat().st_size > 10_000
+        assert (tiny_run / "report" / f"uncertainty_deepsurv_{cohort}.png").stat().st_size > 10_000
+        scores = pd.read_parquet(tiny_run / "scores" / "deepsurv" / f"{cohort}.parquet")
+        assert (scores["risk_sd"] > 0).all() and {"surv_365", "surv_1095_high", "abstain"} <= set(scores.columns)
+        compare = pd.read_csv(tiny_run / "report" / f"compare_{cohort}.tsv", sep="\t")
+        assert len(compare) == 2 * 6  # two C-indices for each of the 6 pairs of models
+    assert not list((tiny_run / "report").glob("uncertainty_coxph_*"))  # deterministic: nothing to check
+    cv = pd.read_csv(tiny_run / "models" / "cv_summary.tsv", sep="\t")
+    assert sorted(cv["model"]) == sorted(models) and cv["folds"].eq(3).all()
     table = pd.read_csv(tiny_run / "report" / "metrics.tsv", sep="\t")
-    assert set(table["cohort"]) == {"train", "validation"}
+    assert set(table["cohort"]) == {"train", "validation"} and list(dict.fromkeys(table["model"])) == models
     quality = pd.read_csv(tiny_run / "segmentation_quality" / "validation_summary.tsv", sep="\t")
     assert list(quality["method"]) == ["fixed:2.5", "fixed:4.0", "relative:0.41", "relative-maxima:0.41", "percist"]
     assert quality["dice_mean"].between(0.3, 1.0).all()
@@ -51,7 +65,7 @@ def test_every_stage_wrote_its_outputs(tiny_run):
 
 
 def test_validation_cohort_is_not_used_for_fitting(tiny_run):
-    model = json.loads((tiny_run / "model" / "model.json").read_text())
+    model = json.loads((tiny_run / "models" / "coxph" / "model.json").read_text())
     train = pd.read_parquet(tiny_run / "features" / "train.parquet")
     import hashlib
 
@@ -77,7 +91,8 @@ def test_rerun_from_scratch_gives_identical_results(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     compared = 0
     for pattern in ("cohort/*.tsv", "cohort/images/*.nii.gz", "segmentation/*.nii.gz", "features/*.parquet",
-                    "features/lesions/*.parquet", "scores/*.parquet", "metrics/*", "model/*"):
+                    "features/lesions/*.parquet", "scores/*/*.parquet", "metrics/*/*", "models/*/*",
+                    "models/*.tsv", "report/*.tsv"):
         for first in sorted(tiny_run.glob(pattern)):
             second = again / first.relative_to(tiny_run)
             assert first.read_bytes() == second.read_bytes(), first.relative_to(tiny_run)
@@ -124,5 +139,5 @@ def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_pa
     for table in ("features/train.parquet", "features/validation.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(tiny_run / table), pd.read_parquet(dicom_run / table))
     for cohort in ("train", "validation"):
-        nifti = json.loads((tiny_run / "metrics" / f"{cohort}.json").read_text())
-        assert nifti == json.loads((dicom_run / "metrics" / f"{cohort}.json").read_text())
+        nifti = json.loads((tiny_run / "metrics" / "coxph" / f"{cohort}.json").read_text())
+        assert nifti == json.loads((dicom_run / "metrics" / "coxph" / f"{cohort}.json").read_text())

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 from biomarkers.errors import BiomarkerError
 from biomarkers.features.radiomics import resolve_params
 from biomarkers.io.subjects import check_subject_files, read_subjects
+from biomarkers.survival.models import hyperparameters
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -25,9 +26,22 @@ SUBJECTS_SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "subject
 _sheet_cache = {}
 
 
+MODELS = list(config["models"])
+# Models scored with MC dropout (risk_sd > 0): their uncertainty is checked in the report.
+try:
+    MC_MODELS = [m for m in MODELS if hyperparameters(m, config["models"][m]).get("mc_samples", 0) > 0]
+except ValueError as exc:
+    raise WorkflowError(f"config models: {exc}") from None
+if config["model"]["primary"] not in MODELS:
+    raise WorkflowError(
+        f"model.primary is {config['model']['primary']!r}, not one of the configured models {', '.join(MODELS)}"
+    )
+
+
 wildcard_constraints:
     subject="[^/]+",
     cohort="[^/]+",
+    model="|".join(MODELS),
 
 
 def subjects_sheet_path():
@@ -98,13 +112,16 @@ def truth_input(wildcards):
 
 
 def final_targets(wildcards):
-    """Metrics and figures of every cohort, plus the model's coefficient plot."""
+    """Metrics and figures of every model and cohort, the model comparison and cross-validation."""
     names = cohorts()
     return [
-        *expand(f"{RESULTS}/metrics/{{cohort}}.json", cohort=names),
-        *expand(f"{RESULTS}/report/km_{{cohort}}.png", cohort=names),
-        f"{RESULTS}/report/coefficients.png",
+        *expand(f"{RESULTS}/metrics/{{model}}/{{cohort}}.json", model=MODELS, cohort=names),
+        *expand(f"{RESULTS}/report/model_{{model}}.png", model=MODELS),
+        *expand(f"{RESULTS}/report/uncertainty_{{model}}_{{cohort}}.png", model=MC_MODELS, cohort=names),
         f"{RESULTS}/report/metrics.tsv",
+        f"{RESULTS}/report/headline.tsv",
+        *(expand(f"{RESULTS}/report/compare_{{cohort}}.tsv", cohort=names) if len(MODELS) > 1 else []),
+        *([f"{RESULTS}/models/cv_summary.tsv"] if config["model"]["cv_folds"] else []),
         *(
             expand(f"{RESULTS}/report/segmentation_quality_{{cohort}}.png", cohort=names)
             if config["segmentation"]["compare"]
@@ -139,8 +156,59 @@ def truth_flag(wildcards, input):
 
 
 def cohort_metric_tables(wildcards):
-    """Metric tables of every cohort."""
-    return expand(f"{RESULTS}/metrics/{{cohort}}.tsv", cohort=cohorts())
+    """Metric tables of every model and cohort, the primary model first."""
+    order = [config["model"]["primary"]] + [m for m in MODELS if m != config["model"]["primary"]]
+    return expand(f"{RESULTS}/metrics/{{model}}/{{cohort}}.tsv", model=order, cohort=cohorts())
+
+
+def _set_flags(prefix, params):
+    """`--set PREFIXKEY=VALUE` for every hyperparameter."""
+    flags = []
+    for key, value in params.items():
+        pair = f"{prefix}{key}={value}"
+        flags.append(f"--set {shlex.quote(pair)}")
+    return " ".join(flags)
+
+
+def pipeline_flags(wildcards):
+    """Preprocessing flags of `fit` and `cv`: ComBat (clinical covariates left alone), filters."""
+    cfg = config["model"]
+    flags = []
+    if cfg["harmonize"]:
+        clinical = list(config["covariates"])
+        for name, levels in config["categorical_covariates"].items():
+            clinical += [f"{name}_{level}" for level in levels[1:]]
+        flags += ["--harmonize", f"--not-harmonized {shlex.quote(','.join(clinical))}"]
+    for key in ("corr_threshold", "fdr_q", "max_features"):
+        if cfg[key] is not None:
+            flags.append(f"--{key.replace('_', '-')} {cfg[key]}")
+    return " ".join(flags)
+
+
+def model_set_flags(wildcards):
+    """Hyperparameters of the wildcard's model, as `--set KEY=VALUE` flags."""
+    return _set_flags("", config["models"][wildcards.model])
+
+
+def cv_model_flags(wildcards):
+    """`--model NAME` for every configured model."""
+    return " ".join(f"--model {name}" for name in MODELS)
+
+
+def cv_set_flags(wildcards):
+    """Every model's hyperparameters as `--set MODEL.KEY=VALUE` flags."""
+    return " ".join(_set_flags(f"{name}.", params) for name, params in config["models"].items())
+
+
+def model_scores(wildcards):
+    """The cohort's scores of every model, by model name."""
+    return {name: f"{RESULTS}/scores/{name}/{wildcards.cohort}.parquet" for name in MODELS}
+
+
+def named_scores(wildcards, input):
+    """`NAME=SCORES` for every model's scores of the cohort."""
+    pairs = [f"{name}={input[name]}" for name in MODELS]
+    return " ".join(shlex.quote(pair) for pair in pairs)
 
 
 def sheet_folder(wildcards, output):

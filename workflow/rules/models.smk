@@ -1,28 +1,61 @@
-# Fit on the training cohort only; score every cohort with the frozen model; evaluate.
+# Choose among models by nested cross-validation on the training cohort; fit every model on the
+# training cohort only; score every cohort with the frozen models; evaluate; compare models.
+
+
+rule crossvalidate:
+    input:
+        f"{RESULTS}/features/{TRAIN}.parquet",
+    output:
+        summary=report(f"{RESULTS}/models/cv_summary.tsv", caption="../report/cv.rst", category="Models"),
+        folds=f"{RESULTS}/models/cv_folds.tsv",
+    params:
+        models=cv_model_flags,
+        sets=cv_set_flags,
+        pipeline=pipeline_flags,
+        include=",".join(config["model"]["features"]),
+        log_features=",".join(config["model"]["log_features"]),
+        folds=config["model"]["cv_folds"],
+        repeats=config["model"]["cv_repeats"],
+    log:
+        f"{RESULTS}/logs/crossvalidate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/crossvalidate.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers cv --features {input:q} {params.models} {params.sets} --include '{params.include}'"
+        " --log-features '{params.log_features}' {params.pipeline} --folds {params.folds} --repeats {params.repeats}"
+        " --out {output.summary:q} --folds-out {output.folds:q} > {log:q} 2>&1"
 
 
 rule fit:
     input:
         f"{RESULTS}/features/{TRAIN}.parquet",
     output:
-        model=directory(f"{RESULTS}/model"),
-        plot=report(f"{RESULTS}/report/coefficients.png", caption="../report/coefficients.rst", category="Model"),
+        model=directory(f"{RESULTS}/models/{{model}}"),
+        plot=report(
+            f"{RESULTS}/report/model_{{model}}.png",
+            caption="../report/model.rst",
+            category="Models",
+            subcategory="{model}",
+        ),
     params:
-        name=config["model"]["name"],
+        sets=model_set_flags,
+        pipeline=pipeline_flags,
         include=",".join(config["model"]["features"]),
         log_features=",".join(config["model"]["log_features"]),
-        penalizer=config["model"]["penalizer"],
-        l1_ratio=config["model"]["l1_ratio"],
+        horizons=",".join(str(h) for h in config["model"]["horizons_days"]),
+        abstain=config["model"]["abstain_quantile"],
     log:
-        f"{RESULTS}/logs/fit.log",
+        f"{RESULTS}/logs/fit/{{model}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/fit.tsv"
+        f"{RESULTS}/benchmarks/fit/{{model}}.tsv"
     conda:
         ENV
     shell:
-        "biomarkers fit --features {input:q} --model {params.name} --out {output.model:q} --plot {output.plot:q}"
-        " --include '{params.include}' --log-features '{params.log_features}'"
-        " --penalizer {params.penalizer} --l1-ratio {params.l1_ratio} > {log:q} 2>&1"
+        "biomarkers fit --features {input:q} --model {wildcards.model} --out {output.model:q} --plot {output.plot:q}"
+        " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
+        " --horizons '{params.horizons}' --abstain-quantile {params.abstain} > {log:q} 2>&1"
 
 
 rule score:
@@ -30,11 +63,11 @@ rule score:
         model=rules.fit.output.model,
         features=f"{RESULTS}/features/{{cohort}}.parquet",
     output:
-        f"{RESULTS}/scores/{{cohort}}.parquet",
+        f"{RESULTS}/scores/{{model}}/{{cohort}}.parquet",
     log:
-        f"{RESULTS}/logs/score/{{cohort}}.log",
+        f"{RESULTS}/logs/score/{{model}}/{{cohort}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/score/{{cohort}}.tsv"
+        f"{RESULTS}/benchmarks/score/{{model}}/{{cohort}}.tsv"
     conda:
         ENV
     shell:
@@ -46,31 +79,89 @@ rule evaluate:
         unpack(truth_input),
         scores=rules.score.output[0],
     output:
-        metrics=f"{RESULTS}/metrics/{{cohort}}.json",
-        table=f"{RESULTS}/metrics/{{cohort}}.tsv",
+        metrics=f"{RESULTS}/metrics/{{model}}/{{cohort}}.json",
+        table=f"{RESULTS}/metrics/{{model}}/{{cohort}}.tsv",
         km=report(
-            f"{RESULTS}/report/km_{{cohort}}.png",
+            f"{RESULTS}/report/km_{{model}}_{{cohort}}.png",
             caption="../report/km.rst",
             category="Validation",
             subcategory="{cohort}",
+            labels={"model": "{model}", "figure": "Kaplan-Meier by risk group"},
         ),
         cindex=report(
-            f"{RESULTS}/report/cindex_{{cohort}}.png",
+            f"{RESULTS}/report/cindex_{{model}}_{{cohort}}.png",
             caption="../report/cindex.rst",
             category="Validation",
             subcategory="{cohort}",
+            labels={"model": "{model}", "figure": "C-index"},
+        ),
+        calibration=report(
+            f"{RESULTS}/report/calibration_{{model}}_{{cohort}}.png",
+            caption="../report/calibration.rst",
+            category="Validation",
+            subcategory="{cohort}",
+            labels={"model": "{model}", "figure": "calibration"},
         ),
     params:
         truth=truth_flag,
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["evaluation"]["seed"],
     log:
-        f"{RESULTS}/logs/evaluate/{{cohort}}.log",
+        f"{RESULTS}/logs/evaluate/{{model}}/{{cohort}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{cohort}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/{{model}}/{{cohort}}.tsv"
     conda:
         ENV
     shell:
         "biomarkers evaluate --scores {input.scores:q} --out {output.metrics:q} {params.truth}"
         " --bootstrap {params.bootstrap} --seed {params.seed} --table {output.table:q}"
-        " --km-plot {output.km:q} --cindex-plot {output.cindex:q} --label {wildcards.cohort} > {log:q} 2>&1"
+        " --km-plot {output.km:q} --cindex-plot {output.cindex:q} --calibration-plot {output.calibration:q}"
+        " --label {wildcards.cohort} --model-name {wildcards.model}"
+        " > {log:q} 2>&1"
+
+
+rule uncertainty:
+    input:
+        scores=rules.score.output[0],
+        metrics=rules.evaluate.output.metrics,
+    output:
+        report(
+            f"{RESULTS}/report/uncertainty_{{model}}_{{cohort}}.png",
+            caption="../report/uncertainty.rst",
+            category="Validation",
+            subcategory="{cohort}",
+            labels={"model": "{model}", "figure": "uncertainty"},
+        ),
+    log:
+        f"{RESULTS}/logs/uncertainty/{{model}}/{{cohort}}.log",
+    conda:
+        ENV
+    shell:
+        "biomarkers uncertainty-plot --scores {input.scores:q} --metrics {input.metrics:q} --out {output:q}"
+        " --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
+
+
+rule compare_models:
+    input:
+        unpack(model_scores),
+    output:
+        table=report(
+            f"{RESULTS}/report/compare_{{cohort}}.tsv",
+            caption="../report/compare.rst",
+            category="Validation",
+            subcategory="{cohort}",
+            labels={"model": "all", "figure": "paired comparison"},
+        ),
+    params:
+        scores=named_scores,
+        bootstrap=config["evaluation"]["bootstrap"],
+        seed=config["evaluation"]["seed"],
+    log:
+        f"{RESULTS}/logs/compare/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/compare/{{cohort}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers compare {params.scores} --out {output.table:q} --bootstrap {params.bootstrap} --seed {params.seed}"
+        " > {log:q} 2>&1"

@@ -12,3 +12,16 @@ rule metrics_table:
         ENV
     shell:
         "biomarkers collect --out {output:q} {input:q} > {log:q} 2>&1"
+
+
+rule headline:
+    input:
+        rules.metrics_table.output[0],
+    output:
+        report(f"{RESULTS}/report/headline.tsv", caption="../report/headline.rst", category="Validation"),
+    log:
+        f"{RESULTS}/logs/headline.log",
+    conda:
+        ENV
+    shell:
+        "biomarkers headline {input:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,281 @@
+"""The survival models behind ``biomarkers fit --model NAME``, on preprocessed features.
+
+Every model takes the standardised design matrix of :class:`~biomarkers.survival.preprocess.FeaturePipeline`
+and offers one interface, :class:`SurvivalModel`:
+
+``coxph``
+    Cox proportional hazards (lifelines ``CoxPHFitter``, Efron ties) with lifelines'
+    elastic-net penalty (``penalizer``, ``l1_ratio``).
+``coxnet``
+    Elastic-net Cox (scikit-survival ``CoxnetSurvivalAnalysis``); the penalty ``alpha`` is
+    chosen by ``cv_folds``-fold cross-validation of Harrell's C on the training rows only
+    (folds stratified on the event), over the alpha path of the whole training set; with
+    ``one_se`` the largest alpha whose mean C lies within one standard error of the best.
+``rsf``
+    Random survival forest (scikit-survival ``RandomSurvivalForest``, seeded); risk is the
+    forest's ensemble cumulative hazard summed over the training event times
+    (``RandomSurvivalForest.predict``).
+``deepsurv``, ``logistic_hazard``
+    :class:`~biomarkers.survival.deep.DeepSurvivalModel` (our torch loop, pycox losses), with
+    early stopping on a stratified split of the training rows; scored with ``mc_samples``
+    MC-dropout passes (0: deterministic).
+
+The linear models (``coxph``, ``coxnet``) keep their coefficients and a Breslow baseline
+cumulative hazard in the JSON state (``S(t | x) = exp(-H0(t) exp(x b))``); the forest is
+written with joblib and the networks with ``torch.save`` beside ``model.json``, which records
+each file's SHA-256.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biomarkers.errors import BiomarkerError, ModelBundleError
+from biomarkers.io.provenance import file_record, sha256_file
+from biomarkers.survival.deep import DeepSurvivalModel, breslow_baseline
+
+#: Hyperparameters of every model and their defaults (``biomarkers fit --set KEY=VALUE``).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "coxph": {"penalizer": 0.1, "l1_ratio": 0.0},
+    "coxnet": {"l1_ratio": 0.5, "n_alphas": 50, "alpha_min_ratio": 0.01, "cv_folds": 5, "one_se": False,
+               "seed": 0},
+    "rsf": {"n_estimators": 300, "min_samples_leaf": 10, "max_features": "sqrt", "seed": 0},
+    "deepsurv": {"hidden": "32,32", "dropout": 0.1, "max_epochs": 200, "patience": 15, "val_fraction": 0.2,
+                 "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-3, "mc_samples": 100, "seed": 0},
+}
+DEFAULTS["logistic_hazard"] = {**DEFAULTS["deepsurv"], "n_durations": 10}
+MODELS = tuple(DEFAULTS)
+
+
+def hyperparameters(model: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``model``'s defaults updated with ``given``, each value cast to its default's type.
+
+    Raises
+    ------
+    ValueError
+        Unknown model, unknown hyperparameter, or a value of the wrong type.
+    """
+    if model not in DEFAULTS:
+        raise ValueError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    params = dict(DEFAULTS[model])
+    for key, value in (given or {}).items():
+        if key not in params:
+            raise ValueError(f"model {model} has no hyperparameter {key!r}; it has {', '.join(params)}")
+        kind = type(params[key])
+        try:
+            if kind is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                value = value.lower() in ("true", "1", "yes")
+            params[key] = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{model} hyperparameter {key} must be a {kind.__name__}, got {value!r}") from None
+    return params
+
+
+class SurvivalModel:
+    """One fitted survival model: risk (with MC-dropout samples) and survival curves.
+
+    Subclasses implement :meth:`fit`, :meth:`risk_samples`, :meth:`survival_samples`,
+    :meth:`state` and :meth:`restore`; ``stochastic`` says whether samples differ.
+    """
+
+    name = ""
+    stochastic = False
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def fit(self, x: np.ndarray, time: np.ndarray, event: np.ndarray,
+            names: list[str] | None = None) -> "SurvivalModel":
+        """Fit on the standardised design matrix ``x``; ``names`` label its columns."""
+        raise NotImplementedError
+
+    def risk_samples(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Risk (higher = worse) per sample, shape (T, n); T = 1 for deterministic models."""
+        raise NotImplementedError
+
+    def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Survival probability per sample at ``times``, shape (T, n, len(times))."""
+        raise NotImplementedError
+
+    def state(self, folder: Path) -> dict:
+        """JSON-serialisable state; large parts are written to files in ``folder``."""
+        raise NotImplementedError
+
+    def restore(self, state: dict, folder: Path) -> "SurvivalModel":
+        """Rebuild the fitted model from :meth:`state` and the files in ``folder``."""
+        raise NotImplementedError
+
+
+class LinearCox(SurvivalModel):
+    """Shared part of ``coxph`` and ``coxnet``: coefficients and a Breslow baseline."""
+
+    def _set(self, coef: np.ndarray, x: np.ndarray, time: np.ndarray, event: np.ndarray) -> None:
+        self.coef_ = np.asarray(coef, dtype=np.float64)
+        self.baseline_time_, self.baseline_cumhaz_ = breslow_baseline(time, event, x @ self.coef_)
+
+    def risk_samples(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+        return (x @ self.coef_)[None]
+
+    def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0) -> np.ndarray:
+        pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
+        h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
+        return np.exp(-h0[None, :] * np.exp(x @ self.coef_)[:, None])[None]
+
+    def state(self, folder: Path) -> dict:
+        return {"coef": self.coef_.tolist(), "baseline_time": self.baseline_time_.tolist(),
+                "baseline_cumhaz": self.baseline_cumhaz_.tolist(), **getattr(self, "extra_", {})}
+
+    def restore(self, state: dict, folder: Path) -> "LinearCox":
+        self.coef_ = np.asarray(state["coef"], dtype=np.float64)
+        self.baseline_time_ = np.asarray(state["baseline_time"], dtype=np.float64)
+        self.baseline_cumhaz_ = np.asarray(state["baseline_cumhaz"], dtype=np.float64)
+        self.extra_ = {k: v for k, v in state.items() if k not in ("coef", "baseline_time", "baseline_cumhaz")}
+        return self
+
+
+class CoxPH(LinearCox):
+    name = "coxph"
+
+    def fit(self, x, time, event, names=None):
+        from biomarkers.survival.cox import fit_cox
+
+        names = names or [f"x{j}" for j in range(x.shape[1])]
+        coef, self.summary_ = fit_cox(x, time, event, list(names), self.params["penalizer"], self.params["l1_ratio"])
+        self._set(coef, x, time, event)
+        return self
+
+
+class Coxnet(LinearCox):
+    name = "coxnet"
+
+    def fit(self, x, time, event, names=None):
+        from sklearn.model_selection import StratifiedKFold
+        from sksurv.linear_model import CoxnetSurvivalAnalysis
+        from sksurv.util import Surv
+
+        from biomarkers.validation.metrics import harrell_c
+
+        p = self.params
+        y = Surv.from_arrays(event=event.astype(bool), time=time.astype(float))
+
+        def coxnet(alphas=None):
+            kwargs = {"alphas": alphas} if alphas is not None else {"n_alphas": p["n_alphas"],
+                                                                     "alpha_min_ratio": p["alpha_min_ratio"]}
+            return CoxnetSurvivalAnalysis(l1_ratio=p["l1_ratio"], max_iter=100000, **kwargs)
+
+        try:
+            alphas = coxnet().fit(x, y).alphas_
+            folds = StratifiedKFold(p["cv_folds"], shuffle=True, random_state=p["seed"]).split(x, event)
+            scores = []
+            for train, test in folds:
+                path = coxnet(alphas).fit(x[train], y[train])
+                scores.append([harrell_c(time[test], event[test], x[test] @ path.coef_[:, a])
+                               for a in range(len(alphas))])
+            full = coxnet(alphas).fit(x, y)
+        except ArithmeticError as exc:
+            raise BiomarkerError(f"coxnet did not converge ({exc}); raise alpha_min_ratio") from None
+        scores = np.asarray(scores)
+        mean, se = scores.mean(axis=0), scores.std(axis=0, ddof=1) / np.sqrt(len(scores))
+        best = int(np.argmax(mean))
+        chosen = int(np.flatnonzero(mean >= mean[best] - se[best])[0]) if p["one_se"] else best
+        self.extra_ = {"alpha": float(alphas[chosen]), "cv_c_index": float(mean[chosen]),
+                       "cv_alphas": alphas.tolist(), "cv_mean_c": mean.tolist(), "cv_se_c": se.tolist()}
+        self._set(full.coef_[:, chosen], x, time, event)
+        return self
+
+
+class Forest(SurvivalModel):
+    name = "rsf"
+    FILE = "rsf.joblib"
+
+    def fit(self, x, time, event, names=None):
+        from sksurv.ensemble import RandomSurvivalForest
+        from sksurv.util import Surv
+
+        p = self.params
+        self.forest_ = RandomSurvivalForest(n_estimators=p["n_estimators"], min_samples_leaf=p["min_samples_leaf"],
+                                            max_features=p["max_features"], random_state=p["seed"], n_jobs=1)
+        self.forest_.fit(x, Surv.from_arrays(event=event.astype(bool), time=time.astype(float)))
+        return self
+
+    def risk_samples(self, x, seed=0):
+        return self.forest_.predict(x)[None]
+
+    def survival_samples(self, x, times, seed=0):
+        grid = self.forest_.unique_times_
+        surv = self.forest_.predict_survival_function(x, return_array=True)  # steps at ``grid``
+        pos = np.searchsorted(grid, times, side="right") - 1
+        return np.where(pos >= 0, surv[:, np.maximum(pos, 0)], 1.0)[None]
+
+    def state(self, folder):
+        import joblib
+
+        joblib.dump(self.forest_, folder / self.FILE, compress=3)
+        return {"file": file_record(folder / self.FILE)}
+
+    def restore(self, state, folder):
+        import joblib
+
+        path = folder / self.FILE
+        _check_file(path, state["file"]["sha256"])
+        self.forest_ = joblib.load(path)
+        return self
+
+
+class Deep(SurvivalModel):
+    FILE = "network.pt"
+    stochastic = True
+
+    def __init__(self, params, name):
+        super().__init__(params)
+        self.name = name
+        self.stochastic = params["mc_samples"] > 0
+
+    def fit(self, x, time, event, names=None):
+        p = self.params
+        hidden = tuple(int(h) for h in str(p["hidden"]).split(","))
+        self.net_ = DeepSurvivalModel(self.name, hidden, p["dropout"], n_durations=p.get("n_durations", 10),
+                                      device="cpu")
+        self.net_.fit(x, time, event, seed=p["seed"], max_epochs=p["max_epochs"], batch_size=p["batch_size"],
+                      lr=p["lr"], weight_decay=p["weight_decay"], patience=p["patience"],
+                      val_fraction=p["val_fraction"])
+        return self
+
+    def risk_samples(self, x, seed=0):
+        return self.net_.risk_samples(x, self.params["mc_samples"], seed)
+
+    def survival_samples(self, x, times, seed=0):
+        curves = self.net_.predict_survival(x, times, self.params["mc_samples"], seed, return_samples=True)
+        return curves.samples
+
+    def state(self, folder):
+        self.net_.save(folder / self.FILE)
+        return {"file": file_record(folder / self.FILE), "best_epoch": int(self.net_.best_epoch_),
+                "epochs_run": int(len(self.net_.history_))}
+
+    def restore(self, state, folder):
+        path = folder / self.FILE
+        _check_file(path, state["file"]["sha256"])
+        self.net_ = DeepSurvivalModel.load(path, device="cpu")
+        return self
+
+
+def make_model(name: str, params: dict[str, Any]) -> SurvivalModel:
+    """An unfitted model of kind ``name`` with the given (complete) hyperparameters."""
+    if name in ("deepsurv", "logistic_hazard"):
+        return Deep(params, name)
+    classes = {"coxph": CoxPH, "coxnet": Coxnet, "rsf": Forest}
+    if name not in classes:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    return classes[name](params)
+
+
+def _check_file(path: Path, sha256: str) -> None:
+    if not path.is_file():
+        raise ModelBundleError(f"{path}: model file missing from the model directory")
+    if sha256_file(path) != sha256:
+        raise ModelBundleError(f"{path}: SHA-256 differs from the one recorded in model.json (file changed)")
