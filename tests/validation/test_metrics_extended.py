@@ -332,3 +332,22 @@ def test_evaluate_to_files_writes_rows_and_figures(gbsg2, tmp_path):
     assert list(tsv.columns) == ["cohort", "metric", "estimate", "ci_low", "ci_high"]
     for png in ("c.png", "cal.png", "unc.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_headline_table_formats_estimates_with_intervals():
+    from biomarkers.validation.evaluate import headline_table
+
+    rows = pd.DataFrame([
+        ("coxph", "validation", "Harrell's C", 0.7039, 0.5987, 0.8042),
+        ("coxph", "validation", "Harrell's C, retained (n abstained = 3)", 0.9, 0.8, 1.0),
+        ("coxph", "validation", "ICI at 730 d", 0.0326, 0.0214, 0.1588),
+        ("coxph", "validation", "hazard ratio high vs low", 2.938, 1.443, 5.983),
+        ("coxph", "validation", "log-rank p (high vs low)", 0.001903, np.nan, np.nan),
+        ("rsf", "validation", "Harrell's C", 0.65, 0.55, 0.75),
+    ], columns=["model", "cohort", "metric", "estimate", "ci_low", "ci_high"])
+    table = headline_table(rows)
+    first = table.iloc[0]
+    assert first["Harrell's C"] == "0.704 (0.599-0.804)"  # not the retained-patients row
+    assert first["ICI"] == "0.033 (0.021-0.159)" and first["HR high/low"] == "2.94 (1.44-5.98)"
+    assert first["log-rank p"] == "0.0019"
+    assert list(table["model"]) == ["coxph", "rsf"] and table.iloc[1]["ICI"] == ""
