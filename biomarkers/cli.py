@@ -145,13 +145,16 @@ def segment_quality(subjects: Path = typer.Option(..., help="Subjects sheet with
                     plot: Optional[Path] = typer.Option(None, help="Box plots of Dice, FP and FN volume (PNG)."),
                     threshold: float = typer.Option(2.5, help="Candidate SUV threshold of the relative methods."),
                     min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
-                    exclude_organs: bool = typer.Option(True, help="Exclude physiological organ uptake.")) -> None:
-    """Score threshold methods against reference masks (autoPET Dice, FP and FN volume)."""
+                    exclude_organs: bool = typer.Option(True, help="Exclude physiological organ uptake."),
+                    predicted: List[str] = typer.Option([], help="NAME=PATTERN: another method's label images, "
+                                                                 "{subject} in the path (e.g. the U-Net's); repeatable.")) -> None:
+    """Score segmentation methods against reference masks (autoPET Dice, FP and FN volume)."""
     from biomarkers.io.atomic import write_tsv
     from biomarkers.segment.compare import compare_methods
     from biomarkers.segment.quality import summarise
 
-    cases = compare_methods(subjects, cohort, method, threshold, min_volume_ml, exclude_organs, progress=True)
+    cases = compare_methods(subjects, cohort, method, threshold, min_volume_ml, exclude_organs, progress=True,
+                            predicted=_key_values(predicted, "--predicted NAME=PATTERN"))
     write_tsv(cases, out)
     table = summarise(cases)
     if summary is not None:

@@ -1,13 +1,17 @@
-"""Score several threshold methods against the reference masks of a cohort."""
+"""Score several segmentation methods against the reference masks of a cohort.
+
+Threshold methods are run here; any other method (the 3D U-Net, another tool) is scored from
+its predicted label images, one file per subject named by a pattern with ``{subject}``.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from biomarkers.errors import SubjectsSheetError
+from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
 from biomarkers.io.masks import read_mask
 from biomarkers.io.subjects import check_subject_files, read_subjects
@@ -36,10 +40,13 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[str], threshold_suv: float = 2.5,
-                    min_volume_ml: float = 0.5, exclude_organs: bool = True, progress: bool = False) -> pd.DataFrame:
+                    min_volume_ml: float = 0.5, exclude_organs: bool = True, progress: bool = False,
+                    predicted: Mapping[str, str] | None = None) -> pd.DataFrame:
     """autoPET metrics of every method on every subject of ``cohort`` with a reference ``mask``.
 
     The reference may be a label image on the PET grid, a DICOM-SEG or an RTSTRUCT.
+    ``predicted`` maps a method name to a path pattern of its label images with ``{subject}``
+    (e.g. ``results/unet/{subject}_lesions.nii.gz``); each must lie on the PET grid.
 
     Returns one row per subject and method: ``subject_id``, ``center``, ``method``, then the
     columns of :func:`biomarkers.segment.quality.autopet_metrics`.
@@ -69,4 +76,12 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
             labels = segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml, organs=organs, **options)
             rows.append({"subject_id": sid, "center": subj["center"], "method": spec,
                          **autopet_metrics(labels, reference, spacing)})
+        for name, pattern in (predicted or {}).items():
+            path = Path(pattern.replace("{subject}", str(sid)))
+            if not path.is_file():
+                raise InputError(f"no {name} segmentation", sid, path)
+            image = read_image(path, sid)
+            check_same_geometry(pet, image, subj["pet"], path, sid)
+            rows.append({"subject_id": sid, "center": subj["center"], "method": name,
+                         **autopet_metrics(to_array(image), reference, spacing)})
     return pd.DataFrame(rows)

@@ -50,3 +50,31 @@ def test_method_specs():
                          ("relative:abc", "not a number"), ("percist:2", "no value")):
         with pytest.raises(ValueError, match=message):
             parse_method(bad)
+
+
+def test_predicted_masks_are_scored_beside_threshold_methods(tmp_path):
+    import SimpleITK as sitk
+
+    from biomarkers.errors import InputError
+    from biomarkers.segment.compare import compare_methods
+
+    suv = np.ones((12, 12, 12), np.float32)
+    ref = np.zeros(suv.shape, np.uint8)
+    ref[3:7, 3:7, 3:7] = 1
+    suv[ref == 1] = 8.0
+    pred = np.zeros_like(ref)
+    pred[4:8, 3:7, 3:7] = 1  # 48 of 64 voxels shared
+    for name, arr in (("s1_pet", suv), ("s1_mask", ref), ("s1_unet", pred)):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((4.0, 4.0, 4.0))
+        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
+    pd.DataFrame({"subject_id": ["s1"], "cohort": ["validation"], "center": ["C3"], "pet": ["s1_pet.nii.gz"],
+                  "mask": ["s1_mask.nii.gz"], "time": [100.0], "event": [1]}).to_csv(tmp_path / "s.tsv", sep="\t",
+                                                                                         index=False)
+    cases = compare_methods(tmp_path / "s.tsv", "validation", ["fixed:2.5"], exclude_organs=False,
+                            predicted={"unet": str(tmp_path / "{subject}_unet.nii.gz")}).set_index("method")
+    assert cases.loc["fixed:2.5", "dice"] == pytest.approx(1.0)
+    assert cases.loc["unet", "dice"] == pytest.approx(2 * 48 / 128)
+    with pytest.raises(InputError, match="subject s1, file .*s1_other.nii.gz: no other segmentation"):
+        compare_methods(tmp_path / "s.tsv", "validation", [], exclude_organs=False,
+                        predicted={"other": str(tmp_path / "{subject}_other.nii.gz")})
