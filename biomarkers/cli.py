@@ -314,7 +314,9 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
        out: Path = typer.Option(..., help="Summary TSV to write: one row per model, best first."),
        include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
        log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
-       set_: List[str] = typer.Option([], "--set", help="MODEL.KEY=VALUE hyperparameter; repeatable."),
+       set_: List[str] = typer.Option([], "--set", help="MODEL.KEY=VALUE hyperparameter; MODEL.kind=KIND, "
+                                                         "MODEL.features=A,B and MODEL.log_features=A for a candidate "
+                                                         "with its own model and features; repeatable."),
        folds: int = typer.Option(5, help="Outer folds."),
        repeats: int = typer.Option(1, help="Repetitions of the outer split."),
        seed: int = typer.Option(0, help="Seed of the outer split."),
@@ -332,7 +334,7 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
         name, dot, hyper = key.partition(".")
         if not dot or name not in params:
             raise ValueError(f"--set {key}=...: expected MODEL.KEY with MODEL one of {', '.join(params)}")
-        params[name][hyper] = value
+        params[name][hyper] = _split(value) if hyper in ("features", "log_features") else value
     table = read_feature_table(features)
     pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     per_fold = cross_validate(table, params, _split(include) or None, _split(log_features), folds, repeats, seed,

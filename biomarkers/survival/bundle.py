@@ -168,6 +168,10 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
         raise ValueError(f"unknown preprocessing option(s) {', '.join(unknown)}")
     names = [f for f in select_features(table, features) if not options["harmonize"]
              or f not in options["combat_covariates"]]
+    if options["harmonize"] and options["combat_features"] is not None:
+        # only this model's features are harmonised; a model of clinical covariates alone has none
+        options["combat_features"] = [f for f in options["combat_features"] if f in names]
+        options["harmonize"] = bool(options["combat_features"])
     pre = FeaturePipeline(names, list(log_features), **options)
     if options["harmonize"] and CENTER not in table.columns:
         raise FeatureTableError(f"training table lacks the {CENTER} column ComBat harmonisation needs")

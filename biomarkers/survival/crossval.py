@@ -32,7 +32,10 @@ def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
     table : DataFrame
         Training feature table (``subject_id``, ``time``, ``event``, features).
     models : mapping
-        Model name -> hyperparameters (as for :func:`~biomarkers.survival.bundle.fit_bundle`).
+        Candidate name -> hyperparameters (as for :func:`~biomarkers.survival.bundle.fit_bundle`).
+        An entry may also hold ``kind`` (the model, default: the name), ``features`` and
+        ``log_features`` (default: the arguments below), so that candidates can differ in their
+        feature sets (e.g. clinical covariates only against imaging plus clinical).
     features, log_features
         As for :func:`~biomarkers.survival.bundle.fit_bundle`.
     folds, repeats, seed : int
@@ -63,7 +66,12 @@ def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
     work = [(name, split) for name in models for split in splits]
     for name, (r, k, train, test) in tqdm(work, desc="cross-validation", disable=not progress):
         part, held = table.iloc[train].reset_index(drop=True), table.iloc[test].reset_index(drop=True)
-        bundle, _ = fit_bundle(part, name, features, log_features, params=dict(models[name]), **fit_options)
+        entry = dict(models[name])
+        kind = entry.pop("kind", name)
+        names = entry.pop("features", features)
+        logs = entry.pop("log_features", log_features)
+        bundle, _ = fit_bundle(part, kind, names, [f for f in logs if not names or f in names], params=entry,
+                               **fit_options)
         risk = score_table(bundle, held)["risk"].to_numpy()
         t, e = held["time"].to_numpy(float), held["event"].to_numpy(int)
         rows.append({"model": name, "repeat": r, "fold": k, "n_test": len(held), "events_test": int(e.sum()),

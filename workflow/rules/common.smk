@@ -27,9 +27,30 @@ _sheet_cache = {}
 
 
 MODELS = list(config["models"])
+_ENTRY_KEYS = ("kind", "features", "log_features")
+
+
+def model_kind(name):
+    """The model (`fit --model`) of a `models:` entry: its `kind`, else its name."""
+    return config["models"][name].get("kind", name)
+
+
+def model_hyperparameters(name):
+    """The hyperparameters of a `models:` entry (without kind and feature lists)."""
+    return {k: v for k, v in config["models"][name].items() if k not in _ENTRY_KEYS}
+
+
+def model_features(name):
+    """Features and log features of a `models:` entry (default: the `model:` section's)."""
+    entry = config["models"][name]
+    features = entry.get("features", config["model"]["features"])
+    logs = entry.get("log_features", [f for f in config["model"]["log_features"] if not features or f in features])
+    return features, logs
+
+
 # Models scored with MC dropout (risk_sd > 0): their uncertainty is checked in the report.
 try:
-    MC_MODELS = [m for m in MODELS if hyperparameters(m, config["models"][m]).get("mc_samples", 0) > 0]
+    MC_MODELS = [m for m in MODELS if hyperparameters(model_kind(m), model_hyperparameters(m)).get("mc_samples", 0) > 0]
 except ValueError as exc:
     raise WorkflowError(f"config models: {exc}") from None
 if config["model"]["primary"] not in MODELS:
@@ -187,7 +208,22 @@ def pipeline_flags(wildcards):
 
 def model_set_flags(wildcards):
     """Hyperparameters of the wildcard's model, as `--set KEY=VALUE` flags."""
-    return _set_flags("", config["models"][wildcards.model])
+    return _set_flags("", model_hyperparameters(wildcards.model))
+
+
+def model_kind_param(wildcards):
+    """`fit --model`: the wildcard entry's model kind."""
+    return model_kind(wildcards.model)
+
+
+def model_include(wildcards):
+    """`fit --include`: the wildcard entry's features."""
+    return ",".join(model_features(wildcards.model)[0])
+
+
+def model_log_features(wildcards):
+    """`fit --log-features`: the wildcard entry's log features."""
+    return ",".join(model_features(wildcards.model)[1])
 
 
 def cv_model_flags(wildcards):
@@ -197,7 +233,16 @@ def cv_model_flags(wildcards):
 
 def cv_set_flags(wildcards):
     """Every model's hyperparameters as `--set MODEL.KEY=VALUE` flags."""
-    return " ".join(_set_flags(f"{name}.", params) for name, params in config["models"].items())
+    flags = []
+    for name in MODELS:
+        flags.append(_set_flags(f"{name}.", model_hyperparameters(name)))
+        entry = config["models"][name]
+        if "kind" in entry:
+            flags.append(_set_flags(f"{name}.", {"kind": entry["kind"]}))
+        for key in ("features", "log_features"):
+            if key in entry:
+                flags.append(_set_flags(f"{name}.", {key: ",".join(entry[key])}))
+    return " ".join(f for f in flags if f)
 
 
 def model_scores(wildcards):

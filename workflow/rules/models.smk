@@ -40,10 +40,11 @@ rule fit:
             subcategory="{model}",
         ),
     params:
+        kind=model_kind_param,
         sets=model_set_flags,
         pipeline=pipeline_flags,
-        include=",".join(config["model"]["features"]),
-        log_features=",".join(config["model"]["log_features"]),
+        include=model_include,
+        log_features=model_log_features,
         horizons=",".join(str(h) for h in config["model"]["horizons_days"]),
         abstain=config["model"]["abstain_quantile"],
     log:
@@ -53,7 +54,7 @@ rule fit:
     conda:
         ENV
     shell:
-        "biomarkers fit --features {input:q} --model {wildcards.model} --out {output.model:q} --plot {output.plot:q}"
+        "biomarkers fit --features {input:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
         " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
         " --horizons '{params.horizons}' --abstain-quantile {params.abstain} > {log:q} 2>&1"
 
