@@ -89,3 +89,17 @@ def test_screening_inside_the_folds_does_not_leak():
     wrong = cross_validate(table, {"coxph": {}}, list(best), folds=4, repeats=2)
     assert abs(right["harrell_c"].mean() - 0.5) < 0.06
     assert wrong["harrell_c"].mean() > right["harrell_c"].mean() + 0.06
+
+
+def test_candidates_with_their_own_kind_and_features(gbsg2):
+    train, _ = gbsg2
+    folds = cross_validate(train, {"small": {"kind": "coxph", "features": ["age", "pnodes"], "log_features": ["pnodes"],
+                                             "penalizer": 0.0}}, FEATURES, LOGS, folds=3, seed=4)
+    split = list(StratifiedKFold(3, shuffle=True, random_state=4).split(np.zeros(len(train)), train["event"]))
+    fit_part, held = split[0]
+    bundle, _ = fit_bundle(train.iloc[fit_part].reset_index(drop=True), "coxph", ["age", "pnodes"], ["pnodes"],
+                           penalizer=0.0)
+    part = train.iloc[held].reset_index(drop=True)
+    expected = harrell_c(part["time"].to_numpy(), part["event"].to_numpy(), score_table(bundle, part)["risk"].to_numpy())
+    assert folds.loc[folds["fold"] == 0, "harrell_c"].item() == pytest.approx(expected, abs=1e-12)
+    assert set(folds["model"]) == {"small"}
