@@ -109,7 +109,10 @@ def resample(image: Path = typer.Argument(..., help="Image to move (e.g. the CT)
 @user_errors
 def segment(pet: Path = typer.Option(..., help="SUV image."),
             out: Path = typer.Option(..., help="Labelled lesion mask to write."),
-            method: str = typer.Option("relative", help="fixed | relative | relative-maxima | percist"),
+            method: str = typer.Option("relative", help="fixed | relative | relative-maxima | percist | unet"),
+            model: Optional[Path] = typer.Option(None, help="unet: the checkpoint written by `train-unet`."),
+            ct: Optional[Path] = typer.Option(None, help="unet: CT on the PET grid (when the model was trained with CT)."),
+            probability: float = typer.Option(0.5, help="unet: lesion probability threshold."),
             threshold: float = typer.Option(2.5, help="SUV threshold (fixed) or candidate/seed threshold (relative methods)."),
             fraction: float = typer.Option(0.41, help="Fraction of each region's or seed's SUVmax (relative methods)."),
             seed_radius_mm: float = typer.Option(6.0, help="relative-maxima: a seed is the hottest voxel within this radius."),
@@ -117,8 +120,17 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
             min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
             organs: Optional[Path] = typer.Option(None, help="Organ label image of physiological uptake to exclude."),
             subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
-    """Threshold segmentation: a labelled lesion mask (1..n, 0 background)."""
+    """Lesion segmentation (threshold family or 3D U-Net): a labelled lesion mask (1..n, 0 background)."""
     import numpy as np
+
+    if method == "unet":
+        from biomarkers.deep.unet_cli import segment_with_unet
+
+        if model is None:
+            raise ValueError("--method unet needs --model CHECKPOINT (from `biomarkers train-unet`)")
+        n = segment_with_unet(pet, ct, model, out, probability, min_volume_ml, subject_id=subject_id or None)
+        typer.echo(f"{subject_id or pet.name}: {n} lesion(s)")
+        return
 
     from biomarkers.io.images import like, read_image, read_image_pair, spacing_zyx_mm, to_array, write_image
     from biomarkers.segment import segment_lesions
@@ -133,6 +145,66 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
                              fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
     write_image(like(labels, image), out)
     typer.echo(f"{subject_id or pet.name}: {int(labels.max())} lesion(s)")
+
+
+@app.command("train-unet")
+@user_errors
+def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet, ct and mask (reference) columns."),
+               cohort: str = typer.Option(..., help="Cohort whose reference masks train the network."),
+               out: Path = typer.Option(..., help="Checkpoint to write."),
+               epochs: int = typer.Option(5, help="Epochs."),
+               patches_per_epoch: int = typer.Option(64, help="Patches sampled per epoch (half centred on lesions)."),
+               batch_size: int = typer.Option(2, help="Patches per optimisation step."),
+               base_channels: int = typer.Option(8, help="Channels of the first level (doubled per level)."),
+               patch: int = typer.Option(48, help="Patch edge in voxels."),
+               use_ct: bool = typer.Option(True, help="Two channels (PET and CT); --no-use-ct for PET alone."),
+               seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
+               device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
+    """Train the 3D U-Net on a cohort's reference lesion masks (patches balanced lesion/background)."""
+    from biomarkers.deep.unet_cli import train_unet_from_sheet
+
+    history = train_unet_from_sheet(subjects, cohort, out, epochs, patches_per_epoch, seed, use_ct,
+                                    batch_size=batch_size, device=device, patch_size=(patch, patch, patch),
+                                    base_channels=base_channels)
+    typer.echo(f"trained {epochs} epoch(s); loss {history[0]:.4f} -> {history[-1]:.4f}; {out}")
+
+
+@app.command("train-autoencoder")
+@user_errors
+def train_autoencoder(subjects: Path = typer.Option(..., help="Subjects sheet with pet and ct columns."),
+                      cohort: str = typer.Option(..., help="Cohort whose lesions train the autoencoder."),
+                      masks: str = typer.Option(..., help="Folder of <subject>_lesions.nii.gz, or a pattern with {subject_id}."),
+                      out: Path = typer.Option(..., help="Checkpoint to write."),
+                      latent: int = typer.Option(32, help="Length of the feature vector."),
+                      epochs: int = typer.Option(20, help="Epochs."),
+                      use_ct: bool = typer.Option(True, help="PET and CT channels; --no-use-ct for PET alone."),
+                      seed: int = typer.Option(0, help="Seed of weights, batches and augmentation."),
+                      device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
+    """Self-supervised 3D autoencoder on the lesion-centred patches of a cohort (for `embed`)."""
+    from biomarkers.deep.embed_cli import train_autoencoder_from_sheet
+
+    info = train_autoencoder_from_sheet(subjects, cohort, masks, out, latent, epochs, seed, use_ct=use_ct,
+                                        device=device)
+    loss = info["history"]["train_loss"]
+    typer.echo(f"autoencoder trained on {info['n_patches']} lesion patches of {len(info['subjects'])} subjects; "
+               f"reconstruction loss {loss[0]:.4f} -> {loss[-1]:.4f}; {out}")
+
+
+@app.command()
+@user_errors
+def embed(image: Path = typer.Option(..., help="SUV image."),
+          mask: Path = typer.Option(..., help="Lesion label image on the same grid."),
+          model: Path = typer.Option(..., help="Encoder: `train-autoencoder` or `train-unet` checkpoint, or TorchScript."),
+          out: Path = typer.Option(..., help="lesions.parquet to write: deep_* columns, one row per lesion."),
+          ct: Optional[Path] = typer.Option(None, help="CT on the PET grid (for encoders with a CT channel)."),
+          subject_id: str = typer.Option("", help="Subject ID (default: the image file name without extension)."),
+          device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
+    """CNN-derived lesion features (deep_*), in the layout of `features`."""
+    from biomarkers.deep.embed_cli import embed_to_parquet
+
+    sid = subject_id or image.name.split(".")[0]
+    table = embed_to_parquet(image, ct, mask, sid, model, out, device)
+    typer.echo(f"{sid}: {len(table)} lesion(s), {sum(c.startswith('deep_') for c in table.columns)} deep features")
 
 
 @app.command("segment-quality")
@@ -233,7 +305,8 @@ def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet fi
               cohort: str = typer.Option(..., help="Cohort name (the sheet's `cohort` column)."),
               covariates: str = typer.Option("", help="Comma-separated numeric covariate columns."),
               categorical: List[str] = typer.Option([], help="NAME=LEVEL1,LEVEL2 (first level is the reference); repeatable."),
-              texture: str = typer.Option("largest", help="Per-lesion features of several lesions: largest, hottest or weighted (MTV-weighted mean).")) -> None:
+              texture: str = typer.Option("largest", help="Per-lesion features of several lesions: largest, hottest or weighted (MTV-weighted mean)."),
+              extra: List[Path] = typer.Option([], help="Further per-lesion table of the same lesions (e.g. `embed`'s deep_* features); repeatable.")) -> None:
     """Per-subject aggregation: the feature table of one cohort."""
     from biomarkers.features.build import build_cohort_table
 
@@ -243,7 +316,7 @@ def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet fi
         if not levels:
             raise ValueError(f"--categorical expects NAME=LEVEL1,LEVEL2, got {item!r}")
         cats[name] = _split(levels)
-    build_cohort_table(subjects, lesions, cohort, out, _split(covariates), cats, texture)
+    build_cohort_table(subjects, lesions, cohort, out, _split(covariates), cats, texture, extra)
 
 
 @app.command()

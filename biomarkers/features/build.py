@@ -13,42 +13,63 @@ from biomarkers.io.provenance import file_record
 from biomarkers.io.subjects import read_subjects
 
 
+def _read_tables(paths: Sequence[str | Path], what: str) -> dict[str, tuple[Path, pd.DataFrame]]:
+    """Lesion tables by subject (from their metadata); a subject twice is an error."""
+    tables: dict[str, tuple[Path, pd.DataFrame]] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FeatureTableError(f"{what} does not exist", path=path)
+        sid = read_parquet_metadata(path).get("subject_id")
+        if sid is None:
+            raise FeatureTableError(f"{what} has no subject_id metadata (write it with `biomarkers features` "
+                                    "or `biomarkers embed`)", path=path)
+        if sid in tables:
+            raise FeatureTableError(f"second {what} of the subject (first: {tables[sid][0]})", sid, path)
+        tables[sid] = (path, pd.read_parquet(path))
+    return tables
+
+
 def build_cohort_table(subjects_path: str | Path, lesion_paths: Sequence[str | Path], cohort: str,
                        out: str | Path, covariates: Sequence[str] = (),
                        categorical: Mapping[str, Sequence[str]] | None = None,
-                       texture: str = "largest") -> pd.DataFrame:
+                       texture: str = "largest", extra_paths: Sequence[str | Path] = ()) -> pd.DataFrame:
     """Write the feature table of the subjects of ``cohort``; every one needs a lesion file.
 
     The subject of a lesion file is taken from its metadata (written by ``biomarkers
-    features``), so that subjects without any lesion are still accounted for.
+    features``), so that subjects without any lesion are still accounted for. ``extra_paths``
+    are further per-lesion tables of the same lesions (e.g. ``biomarkers embed``'s ``deep_*``
+    features, one per subject): their columns join the lesion rows before aggregation, and their
+    lesion labels must be the lesion table's.
     """
     sheet = read_subjects(subjects_path)
     members = sheet[sheet["cohort"] == cohort]
     if members.empty:
         raise SubjectsSheetError(f"no subject has cohort {cohort!r}", path=subjects_path)
-    frames, seen = [], {}
-    for path in lesion_paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FeatureTableError("lesion table does not exist", path=path)
-        sid = read_parquet_metadata(path).get("subject_id")
-        if sid is None:
-            raise FeatureTableError("lesion table has no subject_id metadata (write it with `biomarkers features`)",
-                                    path=path)
-        if sid in seen:
-            raise FeatureTableError(f"second lesion table of the subject (first: {seen[sid]})", sid, path)
-        seen[sid] = path
-        frames.append(pd.read_parquet(path))
-    missing = sorted(set(members["subject_id"]) - set(seen))
+    tables = _read_tables(lesion_paths, "lesion table")
+    missing = sorted(set(members["subject_id"]) - set(tables))
     if missing:
         raise FeatureTableError(f"no lesion table for subject(s) {', '.join(missing[:5])}"
                                 f"{' ...' if len(missing) > 5 else ''} of cohort {cohort}")
-    stray = sorted(set(seen) - set(members["subject_id"]))
+    stray = sorted(set(tables) - set(members["subject_id"]))
     if stray:
-        raise FeatureTableError(f"lesion table of a subject outside cohort {cohort}", stray[0], seen[stray[0]])
+        raise FeatureTableError(f"lesion table of a subject outside cohort {cohort}", stray[0], tables[stray[0]][0])
+    extra = _read_tables(extra_paths, "extra lesion table")
+    if extra and set(extra) != set(tables):
+        sid = sorted(set(extra) ^ set(tables))[0]
+        raise FeatureTableError("subject has a lesion table but no extra lesion table, or the other way round", sid)
+    frames = []
+    for sid, (path, frame) in tables.items():
+        if sid in extra:
+            extra_path, more = extra[sid]
+            if sorted(more["lesion_id"]) != sorted(frame["lesion_id"]):
+                raise FeatureTableError(f"lesion labels differ from those of {path.name}", sid, extra_path)
+            frame = frame.merge(more.drop(columns="subject_id"), on="lesion_id", how="left", validate="one_to_one")
+        frames.append(frame)
     lesions = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
     table = feature_table(members, lesions, covariates, categorical, str(subjects_path), texture)
     write_parquet(table, out, {"cohort": cohort, "subjects_sheet": file_record(subjects_path),
                                "covariates": list(covariates), "categorical": dict(categorical or {}),
-                               "texture_aggregation": texture})
+                               "texture_aggregation": texture,
+                               "extra_lesion_tables": [file_record(p) for p, _ in extra.values()]})
     return table

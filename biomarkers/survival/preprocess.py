@@ -6,6 +6,7 @@ z-scores, correlation filter and FDR screening (the preprocessing state of a fro
 from __future__ import annotations
 
 import copy
+import fnmatch
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,11 +43,25 @@ def log_matrix(table: pd.DataFrame, features: Sequence[str], log_features: Seque
 
 
 def select_features(table: pd.DataFrame, include: Sequence[str] | None) -> list[str]:
-    """Model feature names: ``include`` when given, else every numeric non-outcome column."""
-    if include:
-        return list(include)
+    """Model feature names: ``include`` when given, else every numeric non-outcome column.
+
+    An ``include`` entry with a shell wildcard (``largest_deep_*``) stands for every numeric
+    column it matches, in table order; one that matches none is an error.
+    """
     skip = {"subject_id", "time", "event"}
-    return [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+    numeric = [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+    if not include:
+        return numeric
+    names: list[str] = []
+    for entry in include:
+        if not any(ch in entry for ch in "*?["):
+            names.append(entry)
+            continue
+        hits = fnmatch.filter(numeric, entry)
+        if not hits:
+            raise FeatureTableError(f"no numeric feature column matches {entry!r}")
+        names += [h for h in hits if h not in names]
+    return names
 
 
 class FeaturePipeline:

@@ -238,3 +238,14 @@ def test_validation_outcome_never_reaches_the_fitted_pipeline(train, validation)
     leaky = pipeline().fit(pooled, pooled["time"], pooled["event"], "center")
     assert "leak" in leaky.selected_
     assert leaky.medians_ != state["medians_"]
+
+
+def test_feature_wildcards_expand_in_table_order():
+    from biomarkers.survival.preprocess import select_features
+
+    table = pd.DataFrame({"subject_id": ["a"], "time": [1.0], "event": [1], "largest_deep_001": [1.0],
+                          "largest_deep_000": [2.0], "age": [60.0], "center": ["C1"]})
+    assert select_features(table, ["age", "largest_deep_*"]) == ["age", "largest_deep_001", "largest_deep_000"]
+    assert select_features(table, None) == ["largest_deep_001", "largest_deep_000", "age"]
+    with pytest.raises(FeatureTableError, match="no numeric feature column matches 'hottest_deep_\\*'"):
+        select_features(table, ["hottest_deep_*"])

@@ -35,10 +35,11 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     train = pd.read_parquet(tiny_run / "features" / "train.parquet")
     assert list(train.columns[:3]) == ["subject_id", "time", "event"]
     assert set(train["subject_id"]) == set(sheet.loc[sheet["cohort"] == "train", "subject_id"])
-    models = ["coxph", "coxnet", "rsf", "deepsurv", "clinical"]
+    models = ["coxph", "coxnet", "rsf", "deepsurv", "clinical", "deep", "combined"]
     for name in models:
         model = json.loads((tiny_run / "models" / name / "model.json").read_text())
-        assert model["info"]["n_train"] == len(train) and model["model"] == {"clinical": "coxph"}.get(name, name)
+        kind = "coxph" if name in ("clinical", "deep", "combined") else name
+        assert model["info"]["n_train"] == len(train) and model["model"] == kind
         assert (tiny_run / "report" / f"model_{name}.png").stat().st_size > 10_000
         for cohort in ("train", "validation"):
             metrics = json.loads((tiny_run / "metrics" / name / f"{cohort}.json").read_text())
@@ -52,11 +53,17 @@ def test_every_stage_wrote_its_outputs(tiny_run):
         scores = pd.read_parquet(tiny_run / "scores" / "deepsurv" / f"{cohort}.parquet")
         assert (scores["risk_sd"] > 0).all() and {"surv_365", "surv_1095_high", "abstain"} <= set(scores.columns)
         compare = pd.read_csv(tiny_run / "report" / f"compare_{cohort}.tsv", sep="\t")
-        assert len(compare) == 2 * 10  # two C-indices for each of the 10 pairs of models
+        assert len(compare) == 2 * 21  # two C-indices for each of the 21 pairs of models
     assert not list((tiny_run / "report").glob("uncertainty_coxph_*"))  # deterministic: nothing to check
     clinical = json.loads((tiny_run / "models" / "clinical" / "model.json").read_text())
     assert clinical["info"]["selected_features"] == ["age", "ecog", "sex_M"]
     assert clinical["preprocessor"]["combat_"] is None  # clinical covariates are never harmonised
+    deep = [f for f in train.columns if f.startswith("largest_deep_")]
+    assert deep == [f"largest_deep_{i:03d}" for i in range(8)]  # the tiny config's 8-long vectors
+    selected = json.loads((tiny_run / "models" / "deep" / "model.json").read_text())["info"]["selected_features"]
+    assert selected == deep + ["age", "ecog", "sex_M"]
+    combined = json.loads((tiny_run / "models" / "combined" / "model.json").read_text())["info"]["selected_features"]
+    assert set(deep) < set(combined) and "total_mtv_ml" in combined
     cv = pd.read_csv(tiny_run / "models" / "cv_summary.tsv", sep="\t")
     assert sorted(cv["model"]) == sorted(models) and cv["folds"].eq(3).all()
     table = pd.read_csv(tiny_run / "report" / "metrics.tsv", sep="\t")

@@ -27,7 +27,7 @@ _sheet_cache = {}
 
 
 MODELS = list(config["models"])
-_ENTRY_KEYS = ("kind", "features", "log_features")
+_ENTRY_KEYS = ("kind", "features", "add_features", "log_features")
 
 
 def model_kind(name):
@@ -43,7 +43,7 @@ def model_hyperparameters(name):
 def model_features(name):
     """Features and log features of a `models:` entry (default: the `model:` section's)."""
     entry = config["models"][name]
-    features = entry.get("features", config["model"]["features"])
+    features = entry.get("features", config["model"]["features"]) + entry.get("add_features", [])
     logs = entry.get("log_features", [f for f in config["model"]["log_features"] if not features or f in features])
     return features, logs
 
@@ -119,6 +119,35 @@ def cohort_lesion_tables(wildcards):
     sheet = subjects()
     ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
     return expand(f"{RESULTS}/features/lesions/{{subject}}.parquet", subject=ids)
+
+
+DEEP = config["deep_features"]
+
+
+def cohort_deep_tables(wildcards):
+    """deep_* lesion tables of every subject of one cohort (when deep features are on)."""
+    if not DEEP["enabled"]:
+        return []
+    sheet = subjects()
+    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
+    return expand(f"{RESULTS}/features/deep/{{subject}}.parquet", subject=ids)
+
+
+def extra_flags(wildcards, input):
+    """`--extra TABLE` for every deep_* table of the cohort."""
+    return " ".join(f"--extra {shlex.quote(path)}" for path in input.deep)
+
+
+def training_lesion_masks(wildcards):
+    """The training cohort's lesion masks (the autoencoder learns from their patches)."""
+    sheet = subjects()
+    ids = sheet.loc[sheet["cohort"] == TRAIN, "subject_id"]
+    return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=ids)
+
+
+def deep_ct_input(wildcards):
+    """The subject's CT, when the autoencoder uses it."""
+    return {"ct": subjects().loc[wildcards.subject, "ct"]} if DEEP["use_ct"] else {}
 
 
 def cohorts():
@@ -239,9 +268,11 @@ def cv_set_flags(wildcards):
         entry = config["models"][name]
         if "kind" in entry:
             flags.append(_set_flags(f"{name}.", {"kind": entry["kind"]}))
-        for key in ("features", "log_features"):
-            if key in entry:
-                flags.append(_set_flags(f"{name}.", {key: ",".join(entry[key])}))
+        features, logs = model_features(name)
+        if features != config["model"]["features"]:
+            flags.append(_set_flags(f"{name}.", {"features": ",".join(features)}))
+        if logs != config["model"]["log_features"]:
+            flags.append(_set_flags(f"{name}.", {"log_features": ",".join(logs)}))
     return " ".join(f for f in flags if f)
 
 
@@ -269,6 +300,41 @@ if not SIMULATED:
 def compare_flags(wildcards):
     """`--method SPEC` for every threshold method the config compares."""
     return " ".join(f"--method {shlex.quote(m)}" for m in config["segmentation"]["compare"])
+
+
+UNET = config["unet"]
+
+
+def unet_scored(cohort):
+    """The U-Net is scored on the cohorts it was not trained on."""
+    return UNET["enabled"] and cohort != TRAIN
+
+
+def unet_masks(wildcards):
+    """The U-Net's lesion masks of the cohort's subjects (when it is scored there)."""
+    if not unet_scored(wildcards.cohort):
+        return []
+    sheet = subjects()
+    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
+    return expand(f"{RESULTS}/unet/{{subject}}_lesions.nii.gz", subject=ids)
+
+
+def unet_predicted_flag(wildcards):
+    """`--predicted unet=PATTERN` when the U-Net is scored on the cohort."""
+    if not unet_scored(wildcards.cohort):
+        return ""
+    pattern = f"{RESULTS}/unet/{{subject}}_lesions.nii.gz"
+    return f"--predicted {shlex.quote(f'unet={pattern}')}"
+
+
+def unet_ct_input(wildcards):
+    """The subject's CT, when the U-Net uses it."""
+    return {"ct": subjects().loc[wildcards.subject, "ct"]} if UNET["use_ct"] else {}
+
+
+def ct_flag(wildcards, input):
+    """`--ct FILE` when the rule has a CT input (U-Net, autoencoder)."""
+    return f"--ct {shlex.quote(input.ct)}" if hasattr(input, "ct") else ""
 
 
 def dicom_flag(wildcards):

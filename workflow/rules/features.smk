@@ -19,16 +19,64 @@ rule lesion_features:
         " --subject-id {wildcards.subject} --out {output:q} > {log:q} 2>&1"
 
 
+rule train_autoencoder:
+    input:
+        sheet=subjects_sheet_path_input,
+        masks=training_lesion_masks,
+    output:
+        f"{RESULTS}/models/autoencoder.pt",
+    params:
+        cohort=TRAIN,
+        masks=f"{RESULTS}/segmentation",
+        latent=DEEP["latent"],
+        epochs=DEEP["epochs"],
+        ct="--use-ct" if DEEP["use_ct"] else "--no-use-ct",
+        seed=DEEP["seed"],
+    log:
+        f"{RESULTS}/logs/train_autoencoder.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_autoencoder.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers train-autoencoder --subjects {input.sheet:q} --cohort {params.cohort} --masks {params.masks:q}"
+        " --out {output:q} --latent {params.latent} --epochs {params.epochs} {params.ct} --seed {params.seed}"
+        " > {log:q} 2>&1"
+
+
+rule embed:
+    input:
+        unpack(deep_ct_input),
+        image=pet_image,
+        mask=rules.segment.output[0],
+        model=rules.train_autoencoder.output[0],
+    output:
+        f"{RESULTS}/features/deep/{{subject}}.parquet",
+    params:
+        ct=ct_flag,
+    log:
+        f"{RESULTS}/logs/embed/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{subject}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers embed --image {input.image:q} --mask {input.mask:q} --model {input.model:q} {params.ct}"
+        " --subject-id {wildcards.subject} --out {output:q} > {log:q} 2>&1"
+
+
 rule cohort_table:
     input:
         sheet=subjects_sheet_path_input,
         lesions=cohort_lesion_tables,
+        deep=cohort_deep_tables,
     output:
         f"{RESULTS}/features/{{cohort}}.parquet",
     params:
         covariates=",".join(config["covariates"]),
         categorical=categorical_flags,
         texture=config["texture_aggregation"],
+        extra=extra_flags,
     log:
         f"{RESULTS}/logs/cohort_table/{{cohort}}.log",
     benchmark:
@@ -37,7 +85,7 @@ rule cohort_table:
         ENV
     shell:
         "biomarkers aggregate --subjects {input.sheet:q} --cohort {wildcards.cohort} --out {output:q}"
-        " --covariates '{params.covariates}' {params.categorical} --texture {params.texture}"
+        " --covariates '{params.covariates}' {params.categorical} --texture {params.texture} {params.extra}"
         " {input.lesions:q} > {log:q} 2>&1"
 
 

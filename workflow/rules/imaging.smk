@@ -43,8 +43,59 @@ rule segment:
         " {params.organs} --subject-id {wildcards.subject} > {log:q} 2>&1"
 
 
+rule train_unet:
+    input:
+        sheet=subjects_sheet_path_input,
+    output:
+        f"{RESULTS}/models/unet.pt",
+    params:
+        cohort=TRAIN,
+        epochs=UNET["epochs"],
+        patches=UNET["patches_per_epoch"],
+        batch=UNET["batch_size"],
+        channels=UNET["base_channels"],
+        patch=UNET["patch"],
+        ct="--use-ct" if UNET["use_ct"] else "--no-use-ct",
+        seed=UNET["seed"],
+    log:
+        f"{RESULTS}/logs/train_unet.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_unet.tsv"
+    conda:
+        ENV
+    threads: workflow.cores
+    shell:
+        "biomarkers train-unet --subjects {input.sheet:q} --cohort {params.cohort} --out {output:q}"
+        " --epochs {params.epochs} --patches-per-epoch {params.patches} --batch-size {params.batch}"
+        " --base-channels {params.channels} --patch {params.patch} {params.ct} --seed {params.seed} > {log:q} 2>&1"
+
+
+rule segment_unet:
+    input:
+        unpack(unet_ct_input),
+        pet=pet_image,
+        model=rules.train_unet.output[0],
+    output:
+        f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
+    params:
+        ct=ct_flag,
+        probability=UNET["probability"],
+        min_volume=config["segmentation"]["min_volume_ml"],
+    log:
+        f"{RESULTS}/logs/segment_unet/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segment_unet/{{subject}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers segment --pet {input.pet:q} --method unet --model {input.model:q} {params.ct}"
+        " --probability {params.probability} --min-volume-ml {params.min_volume} --out {output:q}"
+        " --subject-id {wildcards.subject} > {log:q} 2>&1"
+
+
 rule segmentation_quality:
     input:
+        unet_masks,
         sheet=subjects_sheet_path_input,
     output:
         cases=f"{RESULTS}/segmentation_quality/{{cohort}}_cases.tsv",
@@ -65,6 +116,7 @@ rule segmentation_quality:
         threshold=config["segmentation"]["threshold_suv"],
         min_volume=config["segmentation"]["min_volume_ml"],
         organs="--exclude-organs" if config["segmentation"]["exclude_organs"] else "--no-exclude-organs",
+        predicted=unet_predicted_flag,
     log:
         f"{RESULTS}/logs/segmentation_quality/{{cohort}}.log",
     benchmark:
@@ -73,5 +125,5 @@ rule segmentation_quality:
         ENV
     shell:
         "biomarkers segment-quality --subjects {input.sheet:q} --cohort {wildcards.cohort} {params.methods}"
-        " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs}"
+        " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs} {params.predicted}"
         " --out {output.cases:q} --summary {output.summary:q} --plot {output.plot:q} > {log:q} 2>&1"

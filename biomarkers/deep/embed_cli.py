@@ -1,0 +1,136 @@
+"""File-level entry points behind ``biomarkers embed`` and autoencoder training.
+
+:func:`train_autoencoder_from_sheet` reads the lesion patches of every subject of one
+(training) cohort of a subjects sheet and trains :mod:`biomarkers.deep.autoencoder` on them;
+:func:`embed_to_parquet` writes one subject's ``deep_*`` lesion table. Inputs are checked
+before any work, and a missing file or a mask on another grid raises
+:class:`~biomarkers.errors.InputError` naming the subject and the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from biomarkers.deep.autoencoder import save_autoencoder, train_autoencoder, training_record
+from biomarkers.deep.crops import PatchSpec, subject_patches
+from biomarkers.deep.embed import embed_lesions
+from biomarkers.errors import InputError, SubjectsSheetError
+from biomarkers.io.atomic import write_parquet
+from biomarkers.io.subjects import check_subject_files, read_subjects
+
+#: File name of a subject's lesion mask inside a masks folder (as the workflow's segment rule writes it).
+MASK_NAME = "{subject_id}_lesions.nii.gz"
+
+
+def lesion_mask_path(masks: str | Path, subject_id: str) -> Path:
+    """The lesion mask of ``subject_id``: ``masks`` formatted if it holds ``{subject_id}``, else
+    ``masks / "<subject_id>_lesions.nii.gz"`` for a folder."""
+    text = str(masks)
+    if "{subject_id}" in text:
+        return Path(text.format(subject_id=subject_id))
+    if not Path(text).is_dir():
+        raise InputError("masks must be a folder or a file pattern containing {subject_id}", path=text)
+    return Path(text) / MASK_NAME.format(subject_id=subject_id)
+
+
+def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, out: str | Path,
+                                 latent: int = 32, epochs: int = 20, seed: int = 0, batch_size: int = 16,
+                                 lr: float = 1e-3, width: int = 8,
+                                 size_mm: Sequence[float] = (64.0, 64.0, 64.0),
+                                 shape: Sequence[int] = (32, 32, 32), use_ct: bool = True,
+                                 mask_channel: bool = True, device: str = "auto") -> dict:
+    """Train the patch autoencoder on every lesion of one cohort and write its checkpoint.
+
+    Parameters
+    ----------
+    subjects_path : str or Path
+        Subjects sheet (``subject_id``, ``cohort``, ``pet``, and ``ct`` when ``use_ct``).
+    cohort : str
+        The training cohort; no other subject's image is read.
+    masks : str or Path
+        Folder of ``<subject_id>_lesions.nii.gz`` label images, or a pattern such as
+        ``"seg/{subject_id}.nii.gz"``.
+    out : str or Path
+        Checkpoint to write (see :func:`biomarkers.deep.autoencoder.save_autoencoder`).
+    latent, epochs, seed, batch_size, lr, width :
+        Passed to :func:`biomarkers.deep.autoencoder.train_autoencoder`.
+    size_mm, shape, use_ct, mask_channel :
+        The patch (:func:`biomarkers.deep.crops.lesion_patches`).
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` trains on CUDA when available.
+
+    Returns
+    -------
+    dict
+        ``subjects`` (those with lesions), ``subjects_without_lesions``, ``n_patches``, ``history``.
+
+    Raises
+    ------
+    SubjectsSheetError
+        No subject in ``cohort``, or a column is missing.
+    InputError
+        A subject's PET, CT or mask file is missing, or an image is on another grid.
+    """
+    sheet = read_subjects(subjects_path, required=("subject_id", "cohort", "pet"))
+    rows = sheet[sheet["cohort"] == cohort].reset_index(drop=True)
+    if rows.empty:
+        cohorts = ", ".join(sorted(sheet["cohort"].dropna().unique()))
+        raise SubjectsSheetError(f"no subject in cohort {cohort!r} (cohorts: {cohorts})", path=subjects_path)
+    check_subject_files(rows, ["pet", "ct"] if use_ct else ["pet"], subjects_path)
+    mask_paths = [lesion_mask_path(masks, sid) for sid in rows["subject_id"]]
+    for sid, path in zip(rows["subject_id"], mask_paths):
+        if not path.is_file():
+            raise InputError("lesion mask does not exist; segment the subject first", sid, path)
+    channels = ("pet",) + (("ct",) if use_ct else ()) + (("mask",) if mask_channel else ())
+    spec = PatchSpec(tuple(size_mm), tuple(shape), channels)
+    parts, used, empty = [], [], []
+    for row, mask_path in zip(rows.itertuples(index=False), mask_paths):
+        patches, ids = subject_patches(row.pet, row.ct if use_ct else None, mask_path, row.subject_id, spec)
+        if ids:
+            parts.append(patches)
+            used.append(row.subject_id)
+        else:
+            empty.append(row.subject_id)
+    if not parts:
+        raise InputError(f"no lesion in any mask of cohort {cohort!r}; nothing to train on", path=masks)
+    x = np.concatenate(parts)
+    model, history = train_autoencoder(x, latent, epochs, batch_size, lr, seed, device, width, channels)
+    training = training_record(epochs, batch_size, lr, seed, device, len(x))
+    training.update(cohort=cohort, subjects_without_lesions=empty)
+    save_autoencoder(model, out, spec, history, training, used)
+    return {"subjects": used, "subjects_without_lesions": empty, "n_patches": int(len(x)), "history": history}
+
+
+def embed_to_parquet(image: str | Path, ct: str | Path | None, mask: str | Path, subject_id: str,
+                     checkpoint: str | Path, out: str | Path, device: str = "auto") -> pd.DataFrame:
+    """Write :func:`biomarkers.deep.embed.embed_lesions`'s table (and metadata) to ``out``.
+
+    Parameters
+    ----------
+    image, ct, mask : str or Path
+        PET (SUV), CT (HU; ``None`` for encoders without a CT channel) and lesion labels, one grid.
+    subject_id : str
+        Written to the table and named in errors.
+    checkpoint : str or Path
+        Autoencoder or U-Net checkpoint, or TorchScript archive.
+    out : str or Path
+        Parquet file, written atomically; its schema metadata holds the provenance.
+    device : {"auto", "cpu", "cuda"}
+        ``"cpu"`` gives tables bit-identical across machines.
+
+    Returns
+    -------
+    DataFrame
+        The table written.
+    """
+    for label, path in (("PET", image), ("lesion mask", mask), ("encoder checkpoint", checkpoint)):
+        if not Path(path).is_file():
+            raise InputError(f"{label} file does not exist", subject_id, path)
+    if ct is not None and not Path(ct).is_file():
+        raise InputError("CT file does not exist", subject_id, ct)
+    table, metadata = embed_lesions(image, ct, mask, subject_id, checkpoint, device=device)
+    write_parquet(table, out, metadata)
+    return table
