@@ -1,0 +1,170 @@
+"""Whole-volume lesion probabilities by sliding-window U-Net inference, and lesion labelling.
+
+The volume (normalised channels) is padded at its end with each channel's background value
+(SUV 0, -1000 HU) to at least one window, windows of the training patch size are placed on a
+regular grid with the requested overlap (the first and last window flush with the volume,
+the ones between evenly spaced), run through the network in batches, and blended: each
+window's probabilities are weighted by a Gaussian (SD = window / 8, as in nnU-Net) or a
+linear (tent) map that is largest at the window centre, where the network sees the most
+context, and the weighted sum is divided by the sum of weights. The weights never fall to 0,
+so every voxel is covered.
+
+With a network whose output at a voxel depended only on a neighbourhood fitting inside each
+window, every window would agree and blending would return the whole-volume prediction
+exactly. The U-Net's receptive field is larger than a window and its instance norm uses the
+window's statistics, so the two differ a little near window borders; blending down-weights
+those borders.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from biomarkers.deep.normalise import input_channels
+from biomarkers.deep.patches import background_values
+from biomarkers.segment.threshold import _STRUCTURE, _renumber
+
+BLENDINGS = ("gaussian", "linear")
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices of windows covering ``size`` voxels with at least ``overlap`` overlap."""
+    if size <= window:
+        return [0]
+    step = max(1, int(window * (1.0 - overlap)))
+    n = int(np.ceil((size - window) / step)) + 1
+    return [int(round(s)) for s in np.linspace(0, size - window, n)]
+
+
+def blending_weights(window: Sequence[int], blending: str = "gaussian") -> np.ndarray:
+    """Weight map (float32, maximum 1, minimum above 0) of one window."""
+    if blending not in BLENDINGS:
+        raise ValueError(f"blending must be one of {', '.join(BLENDINGS)}, got {blending!r}")
+    profiles = []
+    for n in window:
+        centre = (n - 1) / 2.0
+        d = np.arange(n) - centre
+        if blending == "gaussian":
+            profiles.append(np.exp(-0.5 * (d / (n / 8.0)) ** 2))
+        else:
+            profiles.append(1.0 - np.abs(d) / (centre + 1.0))
+    w = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+    w = w / w.max()
+    return np.maximum(w, 1e-3).astype(np.float32)
+
+
+def sliding_window_probabilities(channels: np.ndarray, model: nn.Module, window: Sequence[int] = (48, 48, 48),
+                                 overlap: float = 0.5, batch_size: int = 2, blending: str = "gaussian",
+                                 device: str | torch.device | None = None,
+                                 pad_values: Sequence[float] | None = None) -> np.ndarray:
+    """Lesion probability map of a whole volume.
+
+    Parameters
+    ----------
+    channels : ndarray
+        Normalised input channels (C, z, y, x).
+    model : torch.nn.Module
+        Maps (N, C, *window) to logits (N, 1, *window); put in eval mode (its mode is
+        restored afterwards).
+    window : sequence of int
+        Window size in voxels; use the training patch size.
+    overlap : float
+        Least overlap of neighbouring windows, as a fraction of the window, in [0, 1).
+    batch_size : int
+        Windows per forward pass.
+    blending : {"gaussian", "linear"}
+        Weight map of a window.
+    device : str or torch.device, optional
+        Where to run; default the device of the model's parameters.
+    pad_values : sequence of float, optional
+        Value per channel outside the image; default the channels' backgrounds.
+
+    Returns
+    -------
+    ndarray of float32, shape (z, y, x)
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    channels = np.asarray(channels, dtype=np.float32)
+    window = tuple(int(w) for w in window)
+    if channels.ndim != 4 or len(window) != 3:
+        raise ValueError(f"expected channels (C, z, y, x) and a 3D window, got {channels.shape} and {window}")
+    shape = channels.shape[1:]
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    fills = background_values(channels.shape[0]) if pad_values is None else np.asarray(pad_values, np.float32)
+    padded_shape = tuple(max(s, w) for s, w in zip(shape, window))
+    padded = np.empty((channels.shape[0], *padded_shape), dtype=np.float32)
+    padded[:] = fills[:, None, None, None]
+    padded[(slice(None), *(slice(0, s) for s in shape))] = channels
+    volume = torch.from_numpy(padded).to(device)
+    weights = torch.from_numpy(blending_weights(window, blending)).to(device)
+    total = torch.zeros(padded_shape, dtype=torch.float32, device=device)
+    norm = torch.zeros(padded_shape, dtype=torch.float32, device=device)
+    boxes = [tuple(slice(a, a + w) for a, w in zip(start, window)) for start in _grid(padded_shape, window, overlap)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(boxes), batch_size):
+                chunk = boxes[i:i + batch_size]
+                x = torch.stack([volume[(slice(None), *box)] for box in chunk])
+                prob = torch.sigmoid(model(x)[:, 0])
+                for box, p in zip(chunk, prob):
+                    total[box] += p * weights
+                    norm[box] += weights
+    finally:
+        model.train(was_training)
+    out = (total / norm)[tuple(slice(0, s) for s in shape)]
+    return np.ascontiguousarray(out.cpu().numpy())
+
+
+def _grid(shape: Sequence[int], window: Sequence[int], overlap: float) -> list[tuple[int, int, int]]:
+    starts = [window_starts(s, w, overlap) for s, w in zip(shape, window)]
+    return [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+
+
+def label_lesions(probability: np.ndarray, spacing_mm: Sequence[float], threshold: float = 0.5,
+                  min_volume_ml: float = 0.5) -> np.ndarray:
+    """Connected components (26-neighbourhood) of ``probability >= threshold`` as labels 1..n.
+
+    Numbered in raster order of each lesion's first voxel, components under ``min_volume_ml``
+    removed: the same convention as :func:`biomarkers.segment.threshold.segment_lesions`.
+    """
+    labels, _ = ndimage.label(probability >= threshold, structure=_STRUCTURE)
+    return _renumber(labels, float(np.prod(spacing_mm)) / 1000.0, min_volume_ml)
+
+
+def unet_segment(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[float], model: nn.Module,
+                 threshold: float = 0.5, min_volume_ml: float = 0.5, *, window: Sequence[int] = (48, 48, 48),
+                 overlap: float = 0.5, batch_size: int = 2, blending: str = "gaussian",
+                 device: str | torch.device | None = None) -> np.ndarray:
+    """Labelled lesion mask (uint16, 1..n, 0 background) of one PET (and CT) volume.
+
+    Parameters
+    ----------
+    suv, hu : ndarray
+        SUV and HU volumes (z, y, x) on the same grid; ``hu`` is None for a PET-only model.
+    spacing_mm : sequence of float
+        Voxel spacing (z, y, x), for ``min_volume_ml``.
+    model : torch.nn.Module
+        A trained :class:`~biomarkers.deep.unet.UNet3D`.
+    threshold : float
+        Probability at or above which a voxel is lesion.
+    min_volume_ml : float
+        Smaller components are dropped.
+    window, overlap, batch_size, blending, device
+        See :func:`sliding_window_probabilities`; ``window`` should be the training patch size.
+    """
+    expected = getattr(model, "in_channels", None)
+    given = 1 if hu is None else 2
+    if expected is not None and expected != given:
+        raise ValueError(f"the model takes {expected} input channel(s) but {given} were given "
+                         f"({'PET and CT' if expected == 2 else 'PET only'} expected)")
+    probability = sliding_window_probabilities(input_channels(suv, hu), model, window, overlap, batch_size,
+                                               blending, device)
+    return label_lesions(probability, spacing_mm, threshold, min_volume_ml)

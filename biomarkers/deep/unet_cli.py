@@ -1,0 +1,114 @@
+"""Bodies of the U-Net command-line verbs: train from a subjects sheet, segment one volume.
+
+Plain functions with typed arguments; the CLI parses flags and calls them. User mistakes
+raise :class:`biomarkers.errors.InputError` (or a subclass) naming the subject and the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from biomarkers.deep.infer import unet_segment
+from biomarkers.deep.unet_train import load_unet, read_case, resolve_device, train_unet
+from biomarkers.errors import InputError, SubjectsSheetError
+from biomarkers.io.images import check_same_geometry, like, read_image, spacing_zyx_mm, to_array, write_image
+from biomarkers.io.subjects import check_subject_files, read_subjects
+
+
+def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Path, epochs: int,
+                          patches_per_epoch: int, seed: int, use_ct: bool = True, *, batch_size: int = 2,
+                          lr: float = 1e-3, device: str = "auto", patch_size: Sequence[int] = (48, 48, 48),
+                          base_channels: int = 8, depth: int = 3, dropout: float = 0.0,
+                          lesion_fraction: float = 0.5, progress: bool = True) -> list[float]:
+    """Train the U-Net on the reference lesion masks of one cohort of a subjects sheet.
+
+    Parameters
+    ----------
+    subjects_path : str or Path
+        Subjects sheet with columns ``subject_id``, ``cohort``, ``pet``, ``mask`` (reference
+        lesion labels, non-zero = lesion) and, with ``use_ct``, ``ct``; paths relative to the sheet.
+    cohort : str
+        Value of the ``cohort`` column whose subjects are trained on (e.g. ``train``).
+    out : str or Path
+        Checkpoint file (see :mod:`biomarkers.deep.unet_train`).
+    epochs, patches_per_epoch, seed, batch_size, lr, device, patch_size, base_channels, depth,
+    dropout, lesion_fraction, progress
+        See :func:`biomarkers.deep.unet_train.train_unet`.
+    use_ct : bool
+        Train on PET and CT (two channels) or on PET alone.
+
+    Returns
+    -------
+    list of float
+        Mean training loss per epoch.
+
+    Raises
+    ------
+    SubjectsSheetError
+        Missing column, or no subject in ``cohort``.
+    InputError
+        A subject's file is missing or unreadable, or its CT or mask is on another grid.
+    """
+    columns = ["pet", "mask"] + (["ct"] if use_ct else [])
+    sheet = read_subjects(subjects_path, required=["subject_id", "cohort", *columns])
+    members = sheet[sheet["cohort"] == cohort]
+    if members.empty:
+        found = ", ".join(sorted(sheet["cohort"].dropna().unique())) or "none"
+        raise SubjectsSheetError(f"no subject in cohort {cohort!r} (cohorts: {found})", path=subjects_path)
+    check_subject_files(members, columns, subjects_path)
+    cases = [read_case(row.pet, row.ct if use_ct else None, row.mask, row.subject_id)
+             for row in members.itertuples(index=False)]
+    return train_unet(cases, out, epochs, patches_per_epoch, batch_size, lr, seed, device, patch_size,
+                      base_channels=base_channels, depth=depth, dropout=dropout,
+                      lesion_fraction=lesion_fraction, case_ids=list(members["subject_id"]), progress=progress)
+
+
+def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_path: str | Path,
+                      out_path: str | Path, threshold: float = 0.5, min_volume_ml: float = 0.5, *,
+                      device: str = "auto", overlap: float = 0.5, batch_size: int = 2,
+                      subject_id: str | None = None) -> int:
+    """Segment lesions of one PET (and CT) volume with a trained U-Net; write the label image.
+
+    Parameters
+    ----------
+    pet_path : str or Path
+        SUV volume.
+    ct_path : str or Path or None
+        CT in HU on the PET grid; required by models trained with CT, refused by PET-only ones.
+    model_path : str or Path
+        Checkpoint written by :func:`biomarkers.deep.unet_train.train_unet`.
+    out_path : str or Path
+        Labelled lesion mask (uint16, 1..n, 0 background) on the PET grid, written atomically.
+    threshold : float
+        Lesion probability threshold.
+    min_volume_ml : float
+        Smaller components are dropped.
+    device : {"auto", "cpu", "cuda"}
+        Where to run the network.
+    overlap, batch_size
+        Sliding-window settings (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
+    subject_id : str, optional
+        Used in error messages.
+
+    Returns
+    -------
+    int
+        Number of lesions written.
+    """
+    model, info = load_unet(model_path, str(resolve_device(device)))
+    needs_ct = model.in_channels == 2
+    if needs_ct and ct_path is None:
+        raise InputError(f"the U-Net in {model_path} was trained on PET and CT; give the CT", subject_id, pet_path)
+    if not needs_ct and ct_path is not None:
+        raise InputError(f"the U-Net in {model_path} was trained on PET alone; leave out the CT",
+                         subject_id, ct_path)
+    pet = read_image(pet_path, subject_id)
+    hu = None
+    if needs_ct:
+        ct = read_image(ct_path, subject_id)
+        check_same_geometry(pet, ct, pet_path, ct_path, subject_id)
+        hu = to_array(ct)
+    labels = unet_segment(to_array(pet), hu, spacing_zyx_mm(pet), model, threshold, min_volume_ml,
+                          window=info["patch_size"], overlap=overlap, batch_size=batch_size)
+    write_image(like(labels, pet), out_path)
+    return int(labels.max())

@@ -1,0 +1,316 @@
+"""3D U-Net lesion segmentation: patches, training, sliding-window inference, checkpoints, verbs."""
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from biomarkers.deep.infer import (blending_weights, label_lesions, sliding_window_probabilities, unet_segment,
+                                   window_starts)
+from biomarkers.deep.normalise import input_channels
+from biomarkers.deep.patches import Augmentation, PatchSampler, background_values, extract_patch
+from biomarkers.deep.unet import UNet3D
+from biomarkers.deep.unet_cli import segment_with_unet, train_unet_from_sheet
+from biomarkers.deep.unet_train import checkpoint_bytes, load_unet, train_unet
+from biomarkers.errors import GeometryError, InputError, ModelBundleError
+from biomarkers.segment.quality import autopet_metrics
+
+SPACING_MM = (4.0, 4.0, 4.0)
+
+
+def phantom(shape=(24, 24, 24), spheres=(((12, 12, 12), 3.5),), seed=0):
+    """SUV, HU and label volumes: a soft-tissue cylinder in air holding bright spheres (SUV 8)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    body = (y - shape[1] / 2 + 0.5) ** 2 + (x - shape[2] / 2 + 0.5) ** 2 <= (0.42 * min(shape[1:])) ** 2
+    label = np.zeros(shape, dtype=np.uint8)
+    for (cz, cy, cx), r in spheres:
+        label[(z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= r**2] = 1
+    suv = np.where(body, 1.0 + rng.normal(0, 0.15, shape), 0.0).astype(np.float32)
+    suv[label > 0] = 8.0 + rng.normal(0, 0.3, int(label.sum()))
+    hu = np.where(body, 40.0 + rng.normal(0, 10, shape), -1000.0).astype(np.float32)
+    return suv, hu, label
+
+
+def dice(a, b):
+    a, b = a > 0, b > 0
+    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
+
+
+TINY = dict(base_channels=4, depth=2, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Run torch on one thread: on shared cores, OpenMP threads waiting for a busy core make these
+    small convolutions 10 to 50 times slower. Results do not depend on it (each test compares
+    runs made under the same setting)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def overfitted(tmp_path_factory):
+    """A small U-Net overfitted to one 24^3 case (no augmentation): checkpoint path, history, case."""
+    case = phantom(spheres=(((9, 10, 12), 3.5), ((16, 15, 11), 2.5)))
+    path = tmp_path_factory.mktemp("unet") / "overfit.pt"
+    history = train_unet([case], path, epochs=40, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=3,
+                         device="cpu", patch_size=(16, 16, 16), lesion_fraction=0.5,
+                         augmentation=Augmentation.none(), base_channels=8, depth=2, progress=False)
+    return path, history, case
+
+
+# ---------------------------------------------------------------- network
+
+
+def test_unet_shapes_odd_sizes_and_config():
+    torch.manual_seed(0)
+    net = UNet3D(2, 4, 3)
+    x = torch.randn(1, 2, 13, 21, 30)
+    assert net(x).shape == (1, 1, 13, 21, 30)
+    assert net.encode(x).shape == (1, 32, 2, 3, 4)  # ceil(size / 8), 4 * 2**3 maps
+    assert net.config() == {"in_channels": 2, "base_channels": 4, "depth": 3, "dropout": 0.0}
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    with pytest.raises(ValueError, match="expected input"):
+        net(torch.randn(1, 1, 8, 8, 8))
+
+
+# ---------------------------------------------------------------- patches
+
+
+def test_patch_lesion_fraction_and_centres():
+    suv, hu, label = phantom(shape=(40, 40, 40), spheres=(((20, 20, 20), 2.5),))
+    sampler = PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16), lesion_fraction=0.3,
+                           augmentation=Augmentation.none())
+    rng = np.random.default_rng(11)
+    drawn = [sampler.sample(rng) for _ in range(600)]
+    flags = np.array([d[2] for d in drawn])
+    # binomial SD of the share over 600 draws is 0.019; allow 3 SD
+    assert abs(flags.mean() - 0.3) < 0.057
+    assert all(d[1][8, 8, 8] == 1 for d in drawn if d[2])  # lesion-centred: the centre voxel is lesion
+    with_lesion = np.array([d[1].any() for d in drawn])
+    assert with_lesion[flags].all() and with_lesion[~flags].mean() < 0.3  # random patches seldom show it
+
+
+def test_patches_are_seeded():
+    suv, hu, label = phantom()
+    sampler = PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16))
+    a = sampler.batch(np.random.default_rng(5), 3)
+    b = sampler.batch(np.random.default_rng(5), 3)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_edge_patches_padded_with_background():
+    shape = (20, 20, 20)  # uniform tissue up to the image edge, lesion label everywhere
+    channels = input_channels(np.full(shape, 2.0, np.float32), np.full(shape, 50.0, np.float32))
+    image, lab = extract_patch(channels, np.ones(shape, np.uint8), (0, 0, 19), (16, 16, 16), Augmentation.none(),
+                               np.random.default_rng(0))
+    assert background_values(2).tolist() == [0.0, -1.0]  # SUV 0, -1000 HU after normalisation
+    inside = (slice(8, None), slice(8, None), slice(None, 9))  # z, y >= 0 and x <= 19 in the image
+    outside = np.ones(lab.shape, bool)
+    outside[inside] = False
+    assert np.all(image[0][outside] == 0.0) and np.all(image[1][outside] == -1.0) and not lab[outside].any()
+    assert np.all(image[0][inside] == channels[0, 0, 0, 0]) and np.all(image[1][inside] == 0.05) and lab[inside].all()
+
+
+def test_flips_keep_label_on_bright_voxels_and_noise_is_the_only_intensity_change():
+    suv, hu, label = phantom(shape=(32, 32, 32), spheres=(((13, 14, 17), 4.0),))
+    channels = input_channels(suv, hu)
+    sampler = PatchSampler([(channels, label)], (16, 16, 16), lesion_fraction=1.0,
+                           augmentation=Augmentation(flip=True, max_rotation_deg=0.0, max_scale=0.0, noise_sd=0.0))
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        image, lab, _ = sampler.sample(rng)
+        assert np.array_equal(lab, image[0] > 0.5)  # PET channel: SUV 8 -> 0.72, SUV 1 -> 0.23
+    centre = (13, 14, 17)
+    plain, _ = extract_patch(channels, label, centre, (16, 16, 16), Augmentation.none(), rng)
+    noise_only = Augmentation(flip=False, max_rotation_deg=0.0, max_scale=0.0, noise_sd=0.02)
+    noise = extract_patch(channels, label, centre, (16, 16, 16), noise_only, rng)[0] - plain
+    assert abs(noise.mean()) < 0.002 and 0.019 < noise.std() < 0.021  # 8192 values: SE 2e-4
+    noisy = Augmentation(flip=True, max_rotation_deg=0.0, max_scale=0.0, noise_sd=0.02)
+    image, _ = extract_patch(channels, label, centre, (16, 16, 16), noisy, rng)
+    shift = np.sort(image, axis=None) - np.sort(plain, axis=None)  # flips permute, noise shifts
+    assert np.abs(shift).max() < 6 * 0.02
+
+
+def test_rotation_and_scaling_keep_alignment_and_value_range():
+    suv, hu, label = phantom(shape=(40, 40, 40), spheres=(((20, 18, 22), 5.0),))
+    channels = input_channels(suv, hu)
+    aug = Augmentation(flip=True, max_rotation_deg=10.0, max_scale=0.10, noise_sd=0.0)
+    sampler = PatchSampler([(channels, label)], (24, 24, 24), lesion_fraction=1.0, augmentation=aug)
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        image, lab, _ = sampler.sample(rng)
+        assert lab.sum() > 100
+        assert dice(lab, image[0] > 0.5) > 0.9  # label by nearest neighbour, image trilinear
+        for c in range(2):  # interpolation only: no value outside the channel's range
+            assert channels[c].min() - 1e-6 <= image[c].min() and image[c].max() <= channels[c].max() + 1e-6
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_training_loss_falls():
+    cases = [phantom(seed=s, spheres=(((8 + 4 * s, 12, 12), 3.5),)) for s in range(2)]
+    history = train_unet(cases, None, epochs=12, patches_per_epoch=16, batch_size=4, lr=1e-2, seed=0,
+                         device="cpu", patch_size=(16, 16, 16), **TINY)
+    assert len(history) == 12
+    assert 1.3 < history[0] < 1.7  # soft Dice ~0.8 + cross-entropy ~0.7 at initialisation
+    means = np.convolve(history, np.ones(3) / 3, mode="valid")
+    assert np.all(np.diff(means) < 0) and history[-1] < 0.75 * history[0], history
+
+
+def test_overfits_single_case(overfitted):
+    path, history, (suv, hu, label) = overfitted
+    model, info = load_unet(path)
+    assert history[-1] < 0.15 and info["loss_history"] == history
+    lesions = unet_segment(suv, hu, SPACING_MM, model, min_volume_ml=0.0, window=info["patch_size"])
+    assert autopet_metrics(lesions, label, SPACING_MM)["dice"] > 0.9
+    assert lesions.max() == 2 and lesions.dtype == np.uint16
+    assert lesions[9, 10, 12] == 1 and lesions[16, 15, 11] == 2  # raster order of first voxels
+
+
+def test_label_lesions_numbering_and_min_volume():
+    probability = np.zeros((20, 20, 20), np.float32)
+    probability[12:16, 2:6, 2:6] = 0.9  # 64 voxels = 0.512 mL at 2 mm, last in raster order
+    probability[3:5, 10:13, 10:13] = 0.7  # 18 voxels = 0.144 mL
+    probability[2:5, 15:19, 15:19] = 0.5  # 48 voxels = 0.384 mL, exactly at the threshold
+    probability[2:5, 15:19, 14] = 0.49  # just under it
+    labels = label_lesions(probability, (2.0, 2.0, 2.0), threshold=0.5, min_volume_ml=0.3)
+    assert labels.dtype == np.uint16 and labels.max() == 2
+    assert (labels == 1).sum() == 48 and labels[2, 15, 15] == 1 and (labels == 2).sum() == 64
+
+
+# ---------------------------------------------------------------- inference
+
+
+def test_window_grid_and_weights():
+    assert window_starts(40, 16, 0.5) == [0, 8, 16, 24]
+    assert window_starts(41, 16, 0.5) == [0, 6, 12, 19, 25]  # evenly spread, overlap >= 50 %
+    assert window_starts(10, 16, 0.5) == [0]
+    w = blending_weights((16, 16, 16))
+    assert w.max() == 1.0 and w.min() == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("blending", ["gaussian", "linear"])
+def test_sliding_window_exact_for_a_local_network(blending):
+    # A 1x1x1 convolution has no context beyond the voxel: every window gives the voxel the same
+    # value, so blending must reproduce the whole-volume output to float rounding (1e-6).
+    torch.manual_seed(0)
+    net = nn.Conv3d(2, 1, kernel_size=1)
+    suv, hu, _ = phantom(shape=(37, 30, 25), spheres=(((10, 15, 12), 4.0),))
+    channels = input_channels(suv, hu)
+    with torch.no_grad():
+        whole = torch.sigmoid(net(torch.from_numpy(channels)[None]))[0, 0].numpy()
+    windowed = sliding_window_probabilities(channels, net, (16, 16, 16), overlap=0.5, batch_size=3, blending=blending)
+    assert windowed.shape == whole.shape and np.abs(windowed - whole).max() < 1e-6
+
+
+def test_sliding_window_close_to_whole_volume_for_the_unet(overfitted):
+    # Not exact: the U-Net's receptive field is larger than a 16^3 window (window borders see
+    # padding instead of the neighbouring voxels) and instance norm normalises by the statistics of
+    # whatever it is given, a window or the whole volume. Measured on this case: mean |difference|
+    # 0.004, 99th percentile 0.10; allowed 0.01 and 0.15. Both masks must still find the lesions.
+    path, _, (suv, hu, label) = overfitted
+    model, _ = load_unet(path)
+    channels = input_channels(suv, hu)
+    with torch.no_grad():
+        whole = torch.sigmoid(model(torch.from_numpy(channels)[None]))[0, 0].numpy()
+    windowed = sliding_window_probabilities(channels, model, (16, 16, 16), overlap=0.5)
+    difference = np.abs(windowed - whole)
+    assert difference.mean() < 0.01 and np.quantile(difference, 0.99) < 0.15
+    assert dice(windowed >= 0.5, whole >= 0.5) > 0.9
+    assert dice(windowed >= 0.5, label) > 0.95 and dice(whole >= 0.5, label) > 0.9
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_same_seed_identical_checkpoint_other_seed_differs(tmp_path):
+    cases = [phantom(seed=1)]
+    digests = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_unet(cases, tmp_path / f"{name}.pt", epochs=2, patches_per_epoch=4, batch_size=2, lr=1e-3,
+                   seed=seed, device="cpu", patch_size=(16, 16, 16), dropout=0.1, **TINY)
+        digests.append(hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest())
+    assert digests[0] == digests[1] != digests[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]  # no temporary left
+
+
+def test_checkpoint_round_trip(overfitted, tmp_path):
+    path, _, (suv, hu, _) = overfitted
+    model, info = load_unet(path)
+    assert info["model_config"] == model.config() and info["patch_size"] == [16, 16, 16]
+    assert info["training"]["seed"] == 3 and info["training"]["case_ids"] == ["case-0"]
+    assert info["normalisation"]["ct"]["window_hu"] == [-1000.0, 1000.0] and info["torch_version"] == torch.__version__
+    again = checkpoint_bytes(model, info["patch_size"], True, info["training"], info["loss_history"])
+    assert again == path.read_bytes()  # loading then saving reproduces the file
+    (tmp_path / "copy.pt").write_bytes(again)
+    copy, _ = load_unet(tmp_path / "copy.pt")
+    channels = input_channels(suv, hu)
+    p1 = sliding_window_probabilities(channels, model, (16, 16, 16))
+    p2 = sliding_window_probabilities(channels, copy, (16, 16, 16))
+    assert np.array_equal(p1, p2)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelBundleError, match="not a readable U-Net checkpoint"):
+        load_unet(tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="does not exist"):
+        load_unet(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def _write(array, path, spacing=SPACING_MM):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(reversed(spacing)))
+    sitk.WriteImage(image, str(path))
+
+
+def _sheet(tmp_path, n=2):
+    rows = []
+    for i in range(n):
+        suv, hu, label = phantom(seed=i, spheres=(((10 + 3 * i, 12, 12), 3.5),))
+        sid = f"sub-{i:02d}"
+        for kind, arr in (("pet", suv), ("ct", hu.astype(np.int16)), ("mask", label)):
+            _write(arr, tmp_path / f"{sid}_{kind}.nii.gz")
+        rows.append({"subject_id": sid, "cohort": "train", "center": "C1", "pet": f"{sid}_pet.nii.gz",
+                     "ct": f"{sid}_ct.nii.gz", "mask": f"{sid}_mask.nii.gz"})
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame(rows).to_csv(sheet, sep="\t", index=False)
+    return sheet
+
+
+def test_verbs_train_from_sheet_and_segment(tmp_path):
+    sheet = _sheet(tmp_path)
+    model_path = tmp_path / "unet.pt"
+    history = train_unet_from_sheet(sheet, "train", model_path, epochs=2, patches_per_epoch=4, seed=0,
+                                    batch_size=2, patch_size=(16, 16, 16), device="cpu", **TINY)
+    assert len(history) == 2
+    model, info = load_unet(model_path)
+    assert info["training"]["case_ids"] == ["sub-00", "sub-01"] and model.in_channels == 2
+    out = tmp_path / "lesions.nii.gz"
+    n = segment_with_unet(tmp_path / "sub-00_pet.nii.gz", tmp_path / "sub-00_ct.nii.gz", model_path, out,
+                          threshold=0.5, min_volume_ml=0.0, device="cpu")
+    written = sitk.ReadImage(str(out))
+    assert written.GetSpacing() == (4.0, 4.0, 4.0) and int(sitk.GetArrayFromImage(written).max()) == n
+    with pytest.raises(InputError, match="trained on PET and CT"):
+        segment_with_unet(tmp_path / "sub-00_pet.nii.gz", None, model_path, out, 0.5, 0.5, device="cpu")
+
+
+def test_verbs_name_subject_and_file(tmp_path):
+    sheet = _sheet(tmp_path)
+    with pytest.raises(InputError, match="no subject in cohort 'validation'"):
+        train_unet_from_sheet(sheet, "validation", tmp_path / "m.pt", 1, 2, 0, **TINY)
+    _write(np.zeros((24, 24, 24), np.uint8), tmp_path / "sub-01_mask.nii.gz", spacing=(3.0, 4.0, 4.0))
+    with pytest.raises(GeometryError, match=r"subject sub-01, file .*sub-01_mask.nii.gz: geometry differs"):
+        train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", 1, 2, 0, **TINY)
+    (tmp_path / "sub-00_ct.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"subject sub-00, file .*sub-00_ct.nii.gz: ct file does not exist"):
+        train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", 1, 2, 0, **TINY)
+    assert not (tmp_path / "m.pt").exists()
