@@ -3,7 +3,10 @@
 Lesions fill a tiny part of a whole-body volume, so uniformly drawn patches would rarely show
 one. With probability ``lesion_fraction`` a patch is centred on a lesion voxel drawn uniformly
 from the reference labels of a case that has lesions; otherwise on a voxel drawn uniformly
-from the whole volume of any case. Patches reaching beyond the image are padded with the
+from the whole volume of any case. Optionally (``hot_fraction`` > 0) that share of the
+background patches is instead centred on a "hot" non-lesion voxel (SUV >= ``hot_suv``, e.g.
+brain, heart, kidneys, bladder), so that the network sees physiological uptake labelled as
+background more often than uniform sampling would show it (hard negatives). Patches reaching beyond the image are padded with the
 background of each channel (SUV 0 for PET, -1000 HU for CT, after the fixed normalisation of
 :mod:`biomarkers.deep.normalise`) and label 0.
 
@@ -148,14 +151,22 @@ class PatchSampler:
         Probability that a patch is centred on a lesion voxel (when any case has lesions).
     augmentation : Augmentation
         Augmentation applied to every patch.
+    hot_fraction : float
+        Share of the other (background) patches centred on a non-lesion voxel with
+        SUV >= ``hot_suv`` (when any case has one); 0 draws all of them uniformly.
+    hot_suv : float
+        SUV from which a non-lesion voxel counts as hot.
     """
 
     def __init__(self, cases: Sequence[tuple[np.ndarray, np.ndarray]], patch_size: Sequence[int] = (48, 48, 48),
-                 lesion_fraction: float = 0.5, augmentation: Augmentation = Augmentation()) -> None:
+                 lesion_fraction: float = 0.5, augmentation: Augmentation = Augmentation(),
+                 hot_fraction: float = 0.0, hot_suv: float = 2.5) -> None:
         if not cases:
             raise ValueError("no training cases")
         if not 0.0 <= lesion_fraction <= 1.0:
             raise ValueError(f"lesion_fraction must be in [0, 1], got {lesion_fraction}")
+        if not 0.0 <= hot_fraction <= 1.0:
+            raise ValueError(f"hot_fraction must be in [0, 1], got {hot_fraction}")
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"patch_size must be three positive voxel counts, got {patch_size}")
         n_channels = {c.shape[0] for c, _ in cases}
@@ -170,13 +181,22 @@ class PatchSampler:
         self.augmentation = augmentation
         self._lesion_voxels = [np.flatnonzero(label) for _, label in self.cases]
         self._with_lesions = [i for i, v in enumerate(self._lesion_voxels) if v.size]
+        self.hot_fraction = float(hot_fraction)
+        self._hot_voxels: list[np.ndarray] = []
+        if self.hot_fraction > 0:
+            level = pet_channel(np.float32(hot_suv))
+            self._hot_voxels = [np.flatnonzero((c[0] >= level) & (label == 0)) for c, label in self.cases]
+        self._with_hot = [i for i, v in enumerate(self._hot_voxels) if v.size]
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
         """One patch: image (C, *patch_size) float32, label (*patch_size) uint8, lesion-centred flag."""
         on_lesion = bool(self._with_lesions) and rng.random() < self.lesion_fraction
-        if on_lesion:
-            case = self._with_lesions[int(rng.integers(len(self._with_lesions)))]
-            voxels = self._lesion_voxels[case]
+        on_hot = not on_lesion and bool(self._with_hot) and rng.random() < self.hot_fraction
+        if on_lesion or on_hot:
+            cases, voxel_lists = ((self._with_lesions, self._lesion_voxels) if on_lesion
+                                  else (self._with_hot, self._hot_voxels))
+            case = cases[int(rng.integers(len(cases)))]
+            voxels = voxel_lists[case]
             centre = np.unravel_index(int(voxels[rng.integers(voxels.size)]), self.cases[case][1].shape)
         else:
             case = int(rng.integers(len(self.cases)))

@@ -19,7 +19,8 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
                           patches_per_epoch: int, seed: int, use_ct: bool = True, *, batch_size: int = 2,
                           lr: float = 1e-3, device: str = "auto", patch_size: Sequence[int] = (48, 48, 48),
                           base_channels: int = 8, depth: int = 3, dropout: float = 0.0,
-                          lesion_fraction: float = 0.5, progress: bool = True) -> list[float]:
+                          lesion_fraction: float = 0.5, hot_fraction: float = 0.0,
+                          progress: bool = True) -> list[float]:
     """Train the U-Net on the reference lesion masks of one cohort of a subjects sheet.
 
     Parameters
@@ -32,7 +33,7 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     out : str or Path
         Checkpoint file (see :mod:`biomarkers.deep.unet_train`).
     epochs, patches_per_epoch, seed, batch_size, lr, device, patch_size, base_channels, depth,
-    dropout, lesion_fraction, progress
+    dropout, lesion_fraction, hot_fraction, progress
         See :func:`biomarkers.deep.unet_train.train_unet`.
     use_ct : bool
         Train on PET and CT (two channels) or on PET alone.
@@ -60,7 +61,8 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
              for row in members.itertuples(index=False)]
     return train_unet(cases, out, epochs, patches_per_epoch, batch_size, lr, seed, device, patch_size,
                       base_channels=base_channels, depth=depth, dropout=dropout,
-                      lesion_fraction=lesion_fraction, case_ids=list(members["subject_id"]), progress=progress)
+                      lesion_fraction=lesion_fraction, hot_fraction=hot_fraction,
+                      case_ids=list(members["subject_id"]), progress=progress)
 
 
 def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_path: str | Path,

@@ -18,7 +18,7 @@ Checkpoint layout (a ``torch.save`` dict, loadable with ``weights_only=True``)::
     normalisation   biomarkers.deep.normalise.normalisation_record(with_ct)
     patch_size      [z, y, x] training patch (and inference window) size in voxels
     training        epochs, patches_per_epoch, batch_size, lr, weight_decay, seed,
-                    lesion_fraction, augmentation, n_cases, case_ids, device
+                    lesion_fraction, hot_fraction, augmentation, n_cases, case_ids, device
     torch_version   torch.__version__ of the training run
     loss_history    mean training loss per epoch
 """
@@ -117,8 +117,8 @@ def train_unet(cases: Sequence[ArrayCase | FileCase], out: str | Path | None, ep
                patches_per_epoch: int, batch_size: int, lr: float, seed: int, device: str = "auto",
                patch_size: Sequence[int] = (48, 48, 48), *, base_channels: int = 8, depth: int = 3,
                dropout: float = 0.0, weight_decay: float = 1e-4, lesion_fraction: float = 0.5,
-               augmentation: Augmentation = Augmentation(), case_ids: Sequence[str] | None = None,
-               progress: bool = True) -> list[float]:
+               hot_fraction: float = 0.0, augmentation: Augmentation = Augmentation(),
+               case_ids: Sequence[str] | None = None, progress: bool = True) -> list[float]:
     """Train a :class:`UNet3D` on lesion-balanced patches and write its checkpoint.
 
     Parameters
@@ -141,6 +141,9 @@ def train_unet(cases: Sequence[ArrayCase | FileCase], out: str | Path | None, ep
         :class:`UNet3D` arguments.
     lesion_fraction : float
         Share of patches centred on a lesion voxel.
+    hot_fraction : float
+        Share of the other patches centred on a hot (SUV >= 2.5) non-lesion voxel
+        (:class:`~biomarkers.deep.patches.PatchSampler`); 0 samples them uniformly.
     augmentation : Augmentation
         Patch augmentation (``Augmentation.none()`` disables it).
     case_ids : sequence of str, optional
@@ -160,7 +163,7 @@ def train_unet(cases: Sequence[ArrayCase | FileCase], out: str | Path | None, ep
         raise ValueError(f"patch_size {patch_size} must be three multiples of 2**depth = {2**depth}")
     dev = resolve_device(device)
     prepared, ids, with_ct = _prepare(cases, case_ids)
-    sampler = PatchSampler(prepared, patch_size, lesion_fraction, augmentation)
+    sampler = PatchSampler(prepared, patch_size, lesion_fraction, augmentation, hot_fraction)
     rng = np.random.default_rng(seed)
     history: list[float] = []
     with seeded_deterministic(seed, dev):
@@ -184,6 +187,7 @@ def train_unet(cases: Sequence[ArrayCase | FileCase], out: str | Path | None, ep
         training = {"epochs": int(epochs), "patches_per_epoch": int(patches_per_epoch),
                     "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
                     "seed": int(seed), "lesion_fraction": float(lesion_fraction),
+                    "hot_fraction": float(hot_fraction),
                     "augmentation": augmentation.record(), "n_cases": len(ids), "case_ids": ids,
                     "device": dev.type}
         write_checkpoint(model, out, patch_size, with_ct, training, history)

@@ -97,6 +97,19 @@ def test_patch_lesion_fraction_and_centres():
     assert with_lesion[flags].all() and with_lesion[~flags].mean() < 0.3  # random patches seldom show it
 
 
+def test_hot_background_patches():
+    suv, hu, label = phantom(shape=(40, 40, 40), spheres=(((20, 20, 20), 2.5),))
+    suv[30:34, 10:14, 10:14] = 12.0  # "bladder": hot, not a lesion
+    sampler = PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16), lesion_fraction=0.5,
+                           augmentation=Augmentation.none(), hot_fraction=1.0, hot_suv=2.5)
+    rng = np.random.default_rng(1)
+    drawn = [sampler.sample(rng) for _ in range(200)]
+    background = [d for d in drawn if not d[2]]
+    assert 70 < len(background) < 130
+    # every background patch is centred on the hot block (SUV 12 -> channel 0.85), none on the lesion
+    assert all(img[0, 8, 8, 8] > 0.8 and lab[8, 8, 8] == 0 for img, lab, _ in background)
+
+
 def test_patches_are_seeded():
     suv, hu, label = phantom()
     sampler = PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16))
