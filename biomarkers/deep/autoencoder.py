@@ -36,7 +36,7 @@ from biomarkers.deep.crops import IMAGE_CHANNELS, PatchSpec
 from biomarkers.deep.normalise import normalisation_record
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.atomic import atomic_path
-from biomarkers.survival.deep_train import batches, seeded_deterministic
+from biomarkers.survival.deep_train import batches, resolve_device, seeded_deterministic
 
 #: ``format`` entry of the checkpoints written here.
 CHECKPOINT_FORMAT = "biomarkers.deep.autoencoder"
@@ -128,13 +128,6 @@ def flip_batch(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
-    return torch.device(name)
 
 
 def train_autoencoder(patches: np.ndarray, latent: int = 32, epochs: int = 20, batch_size: int = 16,

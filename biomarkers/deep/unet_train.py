@@ -39,7 +39,7 @@ from biomarkers.deep.unet import UNet3D
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.atomic import atomic_path
 from biomarkers.io.images import check_same_geometry, read_image, to_array
-from biomarkers.survival.deep_train import seeded_deterministic
+from biomarkers.survival.deep_train import resolve_device, seeded_deterministic
 
 #: Checkpoint format tag; bump when the layout changes.
 CHECKPOINT_FORMAT = "biomarkers.unet3d/1"
@@ -48,13 +48,6 @@ ArrayCase = tuple[np.ndarray, Union[np.ndarray, None], np.ndarray]
 FileCase = tuple[Union[str, Path], Union[str, Path, None], Union[str, Path]]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
-    return torch.device(name)
 
 
 def read_case(pet_path: str | Path, ct_path: str | Path | None, mask_path: str | Path,

@@ -50,7 +50,7 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from biomarkers.io.atomic import atomic_path
-from biomarkers.survival.deep_train import (MLP, draw_masks, mc_forward_batched, mc_forward_loop,
+from biomarkers.survival.deep_train import (MLP, draw_masks, mc_forward_batched, mc_forward_loop, resolve_device,
                                             seeded_deterministic, stratified_split, train)
 
 KINDS = ("deepsurv", "logistic_hazard")
@@ -141,7 +141,7 @@ class DeepSurvivalModel:
         """
         self._check_params()
         x, time, event = _check_data(x, time, event)
-        device = _device(self.device)
+        device = resolve_device(self.device)
         if self.kind == "deepsurv":
             n_out, loss_fn = 1, _cox_loss
             targets = (torch.as_tensor(time, dtype=torch.float32), torch.as_tensor(event, dtype=torch.float32))
@@ -299,7 +299,7 @@ class DeepSurvivalModel:
         cfg = state["config"]
         model = cls(cfg["kind"], tuple(cfg["hidden"]), cfg["dropout"], cfg["batch_norm"], cfg["n_durations"],
                     cfg["cut_scheme"], device)
-        model.device_, model.n_features_in_ = _device(device), cfg["n_features_in"]
+        model.device_, model.n_features_in_ = resolve_device(device), cfg["n_features_in"]
         if model.kind == "deepsurv":
             model.baseline_time_ = state["baseline_time"].numpy()
             model.baseline_cumhaz_ = state["baseline_cumhaz"].numpy()
@@ -413,11 +413,3 @@ def _check_data(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.
     if event.sum() < 2:
         raise ValueError(f"need at least 2 events to fit a survival model, got {event.sum()}")
     return x, time, event
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
-    return torch.device(name)

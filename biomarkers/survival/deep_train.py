@@ -70,6 +70,15 @@ def draw_masks(seed: int, n_rows: int, n_samples: int, widths: Sequence[int], p:
     return masks, generators
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
 @contextmanager
 def seeded_deterministic(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch and enforce deterministic kernels; restore RNG state and settings on exit.
