@@ -35,12 +35,24 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _torch_threads(threads: int) -> None:
+    """Pin torch's CPU threads (0 leaves torch's default); training is reproducible per thread count."""
+    if threads < 0:
+        raise ValueError(f"--threads must be 0 (default) or positive, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 # Preprocessing options shared by `fit` and `cv`.
 _HARMONIZE = typer.Option(False, help="ComBat across the table's center column (fitted on training).")
 _NOT_HARMONIZED = typer.Option("", help="Comma-separated features ComBat leaves alone (clinical covariates).")
 _CORR_THRESHOLD = typer.Option(None, help="Drop one of two features with |Spearman r| above this.")
 _FDR_Q = typer.Option(None, help="Keep features whose univariate Cox BH q-value is below this.")
 _MAX_FEATURES = typer.Option(None, help="Keep at most this many features (best univariate p first).")
+_THREADS = typer.Option(0, help="CPU threads of torch (0: torch's default); networks are reproducible "
+                                 "bit for bit at the same thread count.")
 
 
 @app.command()
@@ -158,15 +170,43 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                base_channels: int = typer.Option(8, help="Channels of the first level (doubled per level)."),
                patch: int = typer.Option(48, help="Patch edge in voxels."),
                use_ct: bool = typer.Option(True, help="Two channels (PET and CT); --no-use-ct for PET alone."),
+               lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+               lesion_fraction: float = typer.Option(0.5, help="Share of patches centred on a lesion voxel."),
+               hot_fraction: float = typer.Option(0.0, help="Share of the other patches centred on hot (SUV >= 2.5) "
+                                                            "non-lesion voxels: physiological uptake as hard negatives."),
+               threads: int = typer.Option(0, help="CPU threads of torch (0: torch's default). Weights are "
+                                                   "byte-identical only between runs with the same thread count."),
                seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
                device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
     """Train the 3D U-Net on a cohort's reference lesion masks (patches balanced lesion/background)."""
     from biomarkers.deep.unet_cli import train_unet_from_sheet
 
+    _torch_threads(threads)
     history = train_unet_from_sheet(subjects, cohort, out, epochs, patches_per_epoch, seed, use_ct,
-                                    batch_size=batch_size, device=device, patch_size=(patch, patch, patch),
-                                    base_channels=base_channels)
+                                    batch_size=batch_size, lr=lr, device=device, patch_size=(patch, patch, patch),
+                                    base_channels=base_channels, lesion_fraction=lesion_fraction,
+                                    hot_fraction=hot_fraction)
     typer.echo(f"trained {epochs} epoch(s); loss {history[0]:.4f} -> {history[-1]:.4f}; {out}")
+
+
+@app.command("lesion-patches")
+@user_errors
+def lesion_patches(subjects: Path = typer.Option(..., help="Subjects sheet with pet (and ct) columns."),
+                   cohort: str = typer.Option(..., help="Cohort whose subjects are read."),
+                   masks: str = typer.Option(..., help="Folder of <subject>_lesions.nii.gz, or a pattern with {subject_id}."),
+                   out: Path = typer.Option(..., help="Archive (.npz) to write."),
+                   size_mm: float = typer.Option(64.0, help="Patch edge in mm."),
+                   shape: int = typer.Option(16, help="Patch edge in voxels (a multiple of 8)."),
+                   use_ct: bool = typer.Option(True, help="PET, CT and mask channels; --no-use-ct for PET and mask.")) -> None:
+    """Every lesion's PET/CT patch of a cohort, grouped by subject (input of `fit --model cnn_survival`)."""
+    from biomarkers.deep.crops import PatchSpec
+    from biomarkers.deep.lesion_bags import bags_from_sheet, write_bags
+
+    spec = PatchSpec((size_mm,) * 3, (shape,) * 3, ("pet", "ct", "mask") if use_ct else ("pet", "mask"))
+    bags = bags_from_sheet(subjects, cohort, masks, spec)
+    write_bags(bags, out)
+    empty = len(set(bags.subjects) - set(bags.subject_id))
+    typer.echo(f"{len(bags.patches)} lesion patch(es) of {len(bags.subjects)} subjects ({empty} without a lesion) -> {out}")
 
 
 @app.command("train-autoencoder")
@@ -179,9 +219,13 @@ def train_autoencoder(subjects: Path = typer.Option(..., help="Subjects sheet wi
                       epochs: int = typer.Option(20, help="Epochs."),
                       use_ct: bool = typer.Option(True, help="PET and CT channels; --no-use-ct for PET alone."),
                       seed: int = typer.Option(0, help="Seed of weights, batches and augmentation."),
+                      threads: int = typer.Option(0, help="CPU threads of torch (0: torch's default); weights are "
+                                                          "byte-identical only at the same thread count."),
                       device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
     """Self-supervised 3D autoencoder on the lesion-centred patches of a cohort (for `embed`)."""
     from biomarkers.deep.embed_cli import train_autoencoder_from_sheet
+
+    _torch_threads(threads)
 
     info = train_autoencoder_from_sheet(subjects, cohort, masks, out, latent, epochs, seed, use_ct=use_ct,
                                         device=device)
@@ -218,6 +262,8 @@ def segment_quality(subjects: Path = typer.Option(..., help="Subjects sheet with
                     threshold: float = typer.Option(2.5, help="Candidate SUV threshold of the relative methods."),
                     min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
                     exclude_organs: bool = typer.Option(True, help="Exclude physiological organ uptake."),
+                    without_organs: bool = typer.Option(False, help="Also score each threshold method without the "
+                                                                    "organ masks (named '<method> -organs')."),
                     predicted: List[str] = typer.Option([], help="NAME=PATTERN: another method's label images, "
                                                                  "{subject} in the path (e.g. the U-Net's); repeatable.")) -> None:
     """Score segmentation methods against reference masks (autoPET Dice, FP and FN volume)."""
@@ -226,7 +272,8 @@ def segment_quality(subjects: Path = typer.Option(..., help="Subjects sheet with
     from biomarkers.segment.quality import summarise
 
     cases = compare_methods(subjects, cohort, method, threshold, min_volume_ml, exclude_organs, progress=True,
-                            predicted=_key_values(predicted, "--predicted NAME=PATTERN"))
+                            predicted=_key_values(predicted, "--predicted NAME=PATTERN"),
+                            without_organs=without_organs)
     write_tsv(cases, out)
     table = summarise(cases)
     if summary is not None:
@@ -322,7 +369,7 @@ def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet fi
 @app.command()
 @user_errors
 def fit(features: Path = typer.Option(..., help="Training feature table."),
-        model: str = typer.Option("coxph", help="coxph | coxnet | rsf | deepsurv | logistic_hazard."),
+        model: str = typer.Option("coxph", help="coxph | coxnet | rsf | deepsurv | logistic_hazard | cnn_survival."),
         out: Path = typer.Option(..., help="Model directory to write."),
         include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
         log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
@@ -338,17 +385,22 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         harmonize: bool = _HARMONIZE, not_harmonized: str = _NOT_HARMONIZED,
         corr_threshold: Optional[float] = _CORR_THRESHOLD, fdr_q: Optional[float] = _FDR_Q,
         max_features: Optional[int] = _MAX_FEATURES,
-        plot: Optional[Path] = typer.Option(None, help="Model figure (PNG): coefficients, importance or loss curves.")) -> None:
+        plot: Optional[Path] = typer.Option(None, help="Model figure (PNG): coefficients, importance or loss curves."),
+        patches: Optional[Path] = typer.Option(None, help="cnn_survival: the training cohort's lesion patches "
+                                                          "(`biomarkers lesion-patches`)."),
+        threads: int = _THREADS) -> None:
     """Fit a survival model on the training cohort and freeze it."""
     from biomarkers.io.provenance import sha256_file
     from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle
 
+    _torch_threads(threads)
     params = _key_values(set_)
     table = read_feature_table(features)
     pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
+    bags = _read_bags(patches)
     bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer, l1_ratio,
                                  sha256_file(features), params, [float(h) for h in _split(horizons)] or None,
-                                 abstain_quantile, pipeline, abstain_on)
+                                 abstain_quantile, pipeline, abstain_on, bags)
     save_bundle(bundle, summary, out)
     if plot is not None:
         from biomarkers.report.model_plots import model_plot
@@ -368,6 +420,15 @@ def _pipeline(table, include: str, harmonize: bool, not_harmonized: str, corr_th
         options.update(harmonize=True,
                        combat_features=[f for f in select_features(table, _split(include) or None) if f not in keep])
     return options
+
+
+def _read_bags(path: Optional[Path]):
+    """The lesion patch archive of --patches, or None."""
+    if path is None:
+        return None
+    from biomarkers.deep.lesion_bags import read_bags
+
+    return read_bags(path)
 
 
 def _key_values(items: List[str], flag: str = "--set") -> dict[str, str]:
@@ -396,8 +457,12 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
        harmonize: bool = _HARMONIZE, not_harmonized: str = _NOT_HARMONIZED,
        corr_threshold: Optional[float] = _CORR_THRESHOLD, fdr_q: Optional[float] = _FDR_Q,
        max_features: Optional[int] = _MAX_FEATURES,
-       folds_out: Optional[Path] = typer.Option(None, help="Also write every fold's held-out C-indices (TSV).")) -> None:
+       folds_out: Optional[Path] = typer.Option(None, help="Also write every fold's held-out C-indices (TSV)."),
+       patches: Optional[Path] = typer.Option(None, help="The training cohort's lesion patches, for cnn_survival "
+                                                         "candidates (`biomarkers lesion-patches`)."),
+       threads: int = _THREADS) -> None:
     """Nested cross-validation of candidate models on the training cohort (for model choice)."""
+    _torch_threads(threads)
     from biomarkers.io.atomic import write_tsv
     from biomarkers.survival.bundle import read_feature_table
     from biomarkers.survival.crossval import cross_validate, summarise
@@ -411,7 +476,7 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
     table = read_feature_table(features)
     pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     per_fold = cross_validate(table, params, _split(include) or None, _split(log_features), folds, repeats, seed,
-                              progress=True, pipeline=pipeline)
+                              progress=True, pipeline=pipeline, bags=_read_bags(patches))
     summary = summarise(per_fold)
     if folds_out is not None:
         write_tsv(per_fold, folds_out, float_format="%.4g")
@@ -432,13 +497,17 @@ def models() -> None:
 @user_errors
 def score(model: Path = typer.Option(..., help="Frozen model directory."),
           features: Path = typer.Option(..., help="Feature table of any cohort."),
-          out: Path = typer.Option(..., help="scores.parquet to write.")) -> None:
+          out: Path = typer.Option(..., help="scores.parquet to write."),
+          patches: Optional[Path] = typer.Option(None, help="cnn_survival: the cohort's lesion patches "
+                                                            "(`biomarkers lesion-patches`)."),
+          threads: int = _THREADS) -> None:
     """Apply a frozen model to a cohort."""
+    _torch_threads(threads)
     from biomarkers.survival.bundle import load_bundle, read_feature_table, score_table, write_scores
 
     bundle = load_bundle(model)
     table = read_feature_table(features, need_outcome=False)
-    write_scores(score_table(bundle, table, features), out, bundle)
+    write_scores(score_table(bundle, table, features, _read_bags(patches)), out, bundle)
 
 
 @app.command()
@@ -525,7 +594,10 @@ def collect(tables: List[Path] = typer.Argument(..., help="TSV tables with the s
 @user_errors
 def headline(metrics: Path = typer.Argument(..., help="Stacked metrics TSV (`collect` of every evaluate --table)."),
              out: Path = typer.Option(..., help="TSV to write: one row per model and cohort."),
-             skip_cohort: List[str] = typer.Option([], help="Cohort to leave out (e.g. the training cohort); repeatable.")) -> None:
+             skip_cohort: List[str] = typer.Option([], help="Cohort to leave out (e.g. the training cohort); repeatable."),
+             plot: Optional[Path] = typer.Option(None, help="Harrell's C (95 % interval) of every model side by side (PNG)."),
+             plot_skip_cohort: List[str] = typer.Option([], help="Cohort the plot leaves out (e.g. the training "
+                                                                 "cohort, whose C is apparent); repeatable.")) -> None:
     """Headline metrics per model and cohort, as 'estimate (95 % interval)' text."""
     import pandas as pd
 
@@ -539,6 +611,10 @@ def headline(metrics: Path = typer.Argument(..., help="Stacked metrics TSV (`col
     table = table[~table["cohort"].astype(str).isin(skip_cohort)] if "cohort" in table else table
     result = headline_table(table)
     write_tsv(result, out)
+    if plot is not None:
+        from biomarkers.report.plots import model_cindex_plot
+
+        model_cindex_plot(table[~table["cohort"].astype(str).isin(plot_skip_cohort)], plot)
     typer.echo(result.to_string(index=False))
 
 

@@ -182,7 +182,7 @@ def train_unet(cases: Sequence[ArrayCase | FileCase], out: str | Path | None, ep
                     "seed": int(seed), "lesion_fraction": float(lesion_fraction),
                     "hot_fraction": float(hot_fraction),
                     "augmentation": augmentation.record(), "n_cases": len(ids), "case_ids": ids,
-                    "device": dev.type}
+                    "device": dev.type, "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None}
         write_checkpoint(model, out, patch_size, with_ct, training, history)
     return history
 

@@ -49,14 +49,17 @@ def model_plot(bundle, summary: pd.DataFrame | None, table: pd.DataFrame, path: 
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlabel("drop in training Harrell's C when the feature is permuted (mean, SD of 5)")
     else:
-        history = bundle.estimator.net_.history_
+        # the end-to-end network keeps its history itself, the tabular ones in their DeepSurvivalModel
+        fitted = bundle.estimator if bundle.model == "cnn_survival" else bundle.estimator.net_
+        history = fitted.history_
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         ax.plot(history["epoch"], history["train_loss"], label="training part")
         if history["val_loss"].notna().any():
             ax.plot(history["epoch"], history["val_loss"], label="early-stopping part")
-        ax.axvline(bundle.estimator.net_.best_epoch_, color="grey", linestyle="--", label="kept weights")
+        ax.axvline(fitted.best_epoch_, color="grey", linestyle="--", label="kept weights")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (negative log partial likelihood)" if bundle.model == "deepsurv" else "loss (NLL)")
+        cox = bundle.model in ("deepsurv", "cnn_survival")
+        ax.set_ylabel("loss (negative log partial likelihood)" if cox else "loss (NLL)")
         ax.legend()
     ax.set_title(title)
     _save(fig, path)

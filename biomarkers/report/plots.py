@@ -73,6 +73,42 @@ def cindex_plot(rows: pd.DataFrame, path: str | Path, title: str) -> None:
     _save(fig, path)
 
 
+def model_cindex_plot(metrics: pd.DataFrame, path: str | Path) -> None:
+    """Harrell's C (95 % interval) of every model, one panel per cohort, with the oracle C of the
+    true hazard (simulated cohorts) as a shaded band: how far each model is from what the data allow.
+
+    ``metrics`` is the stacked metrics table (``model``, ``cohort``, ``metric``, ``estimate``,
+    ``ci_low``, ``ci_high``) of :func:`biomarkers.validation.evaluate.headline_table`'s input.
+    """
+    cohorts = list(dict.fromkeys(metrics["cohort"].astype(str)))
+    models = list(dict.fromkeys(metrics["model"].astype(str)))
+    fig, axes = plt.subplots(1, max(1, len(cohorts)), figsize=(5.2 * max(1, len(cohorts)), 0.9 + 0.42 * len(models)),
+                             sharey=True, squeeze=False)
+    y = list(range(len(models)))[::-1]
+    for ax, cohort in zip(axes[0], cohorts):
+        part = metrics[metrics["cohort"].astype(str) == cohort]
+        c = part[part["metric"] == "Harrell's C"].set_index("model").reindex(models)
+        ax.errorbar(c["estimate"], y, xerr=[c["estimate"] - c["ci_low"], c["ci_high"] - c["estimate"]],
+                    fmt="o", color="#2166ac", capsize=3)
+        for yi, value in zip(y, c["estimate"]):
+            if pd.notna(value):
+                ax.annotate(f"{value:.3f}", (value, yi), textcoords="offset points", xytext=(0, 6), ha="center",
+                            fontsize=8)
+        oracle = part[part["metric"].str.startswith("oracle Harrell")]
+        if len(oracle):
+            row = oracle.iloc[0]
+            ax.axvspan(row["ci_low"], row["ci_high"], color="#fdb863", alpha=0.3, label="oracle C (true hazard), 95 %")
+            ax.axvline(row["estimate"], color="#e08214", linewidth=1)
+            ax.legend(loc="lower right", fontsize=8)
+        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0.3, 1.0)
+        ax.set_xlabel("Harrell's C (95 % bootstrap interval)")
+        ax.set_title(f"{cohort} (n = {int(part['n'].iloc[0])})" if "n" in part and len(part) else cohort)
+    axes[0][0].set_yticks(y, models)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def coefficient_plot(summary: pd.DataFrame, path: str | Path, title: str) -> None:
     """Horizontal bars of standardised Cox coefficients (log hazard ratio per SD)."""
     s = summary.sort_values("coef")

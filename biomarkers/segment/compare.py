@@ -19,6 +19,10 @@ from biomarkers.segment.quality import autopet_metrics
 from biomarkers.segment.threshold import METHODS, segment_lesions
 
 
+#: Suffix of a threshold method's name when it ran without the organ masks.
+NO_ORGANS = " -organs"
+
+
 def parse_method(spec: str) -> tuple[str, dict]:
     """``fixed:4.0`` -> ("fixed", {"threshold_suv": 4.0}); ``relative:0.41``,
     ``relative-maxima:0.5`` set the fraction; ``percist`` takes no value."""
@@ -41,8 +45,13 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[str], threshold_suv: float = 2.5,
                     min_volume_ml: float = 0.5, exclude_organs: bool = True, progress: bool = False,
-                    predicted: Mapping[str, str] | None = None) -> pd.DataFrame:
+                    predicted: Mapping[str, str] | None = None, without_organs: bool = False) -> pd.DataFrame:
     """autoPET metrics of every method on every subject of ``cohort`` with a reference ``mask``.
+
+    With ``exclude_organs`` the threshold methods drop the uptake inside the sheet's organ
+    masks; ``without_organs`` adds each threshold method run without them, named
+    ``<spec>`` + :data:`NO_ORGANS` (what a threshold gives where no organ segmentation exists),
+    except PERCIST, whose threshold needs the liver.
 
     The reference may be a label image on the PET grid, a DICOM-SEG or an RTSTRUCT.
     ``predicted`` maps a method name to a path pattern of its label images with ``{subject}``
@@ -71,9 +80,13 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
             check_same_geometry(pet, organ_image, subj["pet"], subj["organs"], sid)
             organs = to_array(organ_image)
         suv, reference, spacing = to_array(pet).astype(np.float64), to_array(ref), spacing_zyx_mm(pet)
-        for spec, name, kwargs in parsed:
+        runs = [(spec, organs) for spec in parsed]
+        if without_organs and exclude_organs:
+            # PERCIST's threshold is taken in the liver, which only the organ masks give
+            runs += [((spec + NO_ORGANS, name, kwargs), None) for spec, name, kwargs in parsed if name != "percist"]
+        for (spec, name, kwargs), organ_array in runs:
             options = {"threshold_suv": threshold_suv, **kwargs}
-            labels = segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml, organs=organs, **options)
+            labels = segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml, organs=organ_array, **options)
             rows.append({"subject_id": sid, "center": subj["center"], "method": spec,
                          **autopet_metrics(labels, reference, spacing)})
         for name, pattern in (predicted or {}).items():

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from biomarkers.errors import FeatureTableError, ModelBundleError
 from biomarkers.io.atomic import write_parquet
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
+
+if TYPE_CHECKING:
+    from biomarkers.deep.lesion_bags import LesionBags
 
 BUNDLE_FORMAT = 2
 OUTCOME = ("subject_id", "time", "event")
@@ -80,10 +83,35 @@ class ModelBundle:
             raise AttributeError(f"model {self.model} has no coefficients")
         return self.estimator.coef_
 
-    def risk(self, table: pd.DataFrame) -> np.ndarray:
+    def inputs(self, table: pd.DataFrame, bags: "LesionBags | None", what: str = "feature table") -> dict:
+        """What the estimator reads besides the design matrix: ``{}``, or each row's lesion patches.
+
+        Raises
+        ------
+        FeatureTableError
+            The model reads lesion patches and none were given, the archive's patches differ
+            from the training ones, or a subject of ``table`` is missing from the archive.
+        """
+        if not self.estimator.needs_bags:
+            return {}
+        if bags is None:
+            raise FeatureTableError(f"model {self.model} reads each subject's lesion patches; give the cohort's "
+                                    "archive (`biomarkers lesion-patches`, --patches)", path=what)
+        where = bags.path or "lesion patch archive"
+        expected = self.info.get("lesion_patches")
+        if expected is not None and bags.record() != expected:
+            raise FeatureTableError(f"lesion patches {bags.record()['patch']} differ from the training ones "
+                                    f"{expected['patch']}; build every cohort's archive the same way", path=where)
+        try:
+            return {"bags": bags.bags(table["subject_id"].astype(str))}
+        except KeyError as exc:
+            raise FeatureTableError("subject has no entry in the lesion patch archive (build it from the same "
+                                    "subjects sheet)", subject_id=str(exc.args[0]), path=where) from None
+
+    def risk(self, table: pd.DataFrame, bags: "LesionBags | None" = None) -> np.ndarray:
         """Risk (higher = worse prognosis) of every row: the mean over MC-dropout samples."""
         x = self.design(table)
-        return self.estimator.risk_samples(x, self.info["score_seed"]).mean(axis=0)
+        return self.estimator.risk_samples(x, self.info["score_seed"], **self.inputs(table, bags)).mean(axis=0)
 
 
 def read_feature_table(path: str | Path, need_outcome: bool = True) -> pd.DataFrame:
@@ -117,7 +145,8 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
                table_sha256: str = "", params: dict[str, Any] | None = None,
                horizons: Sequence[float] | None = None, abstain_quantile: float = 0.9,
                pipeline: dict[str, Any] | None = None,
-               abstain_on: str = "risk_flip") -> tuple[ModelBundle, pd.DataFrame | None]:
+               abstain_on: str = "risk_flip",
+               bags: "LesionBags | None" = None) -> tuple[ModelBundle, pd.DataFrame | None]:
     """Fit preprocessing and model on the training table.
 
     Parameters
@@ -143,6 +172,10 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
         Preprocessing options (:data:`PIPELINE_DEFAULTS`; see
         :class:`~biomarkers.survival.preprocess.FeaturePipeline`): ComBat across the table's
         ``center`` column, correlation filter, FDR screening, cap on the number of features.
+    bags : LesionBags, optional
+        The training subjects' lesion patches, for models that read them (``cnn_survival``);
+        the design matrix (``features``) then holds what joins the images, e.g. clinical
+        covariates.
 
     Returns
     -------
@@ -179,8 +212,11 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
     bundle = ModelBundle(model, pre, make_model(model, params), 0.0, {"score_seed": SCORE_SEED})
     x = bundle.design(table, "training table")
     names = list(pre.selected_)
-    estimator = bundle.estimator.fit(x, time, event, names)
-    samples = estimator.risk_samples(x, SCORE_SEED)
+    if bundle.estimator.needs_bags and bags is not None:
+        bundle.info["lesion_patches"] = bags.record()
+    inputs = bundle.inputs(table, bags, "training table")
+    estimator = bundle.estimator.fit(x, time, event, names, **inputs)
+    samples = estimator.risk_samples(x, SCORE_SEED, **inputs)
     risk = samples.mean(axis=0)
     cutoff = float(np.median(risk))
     threshold = None
@@ -205,6 +241,7 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
                        if threshold is not None else "deterministic model: never abstains"},
         "score_seed": SCORE_SEED,
         "versions": _versions(),
+        **({"lesion_patches": bundle.info["lesion_patches"]} if "lesion_patches" in bundle.info else {}),
     }
     summary = None
     if model == "coxph":
@@ -281,12 +318,17 @@ def check_scoring_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Pa
                                 "a validation cohort must be independent", path=path)
 
 
-def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table") -> pd.DataFrame:
-    """Scores of every subject (layout in the module docstring), plus ``time``/``event`` if present."""
+def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table",
+                bags: "LesionBags | None" = None) -> pd.DataFrame:
+    """Scores of every subject (layout in the module docstring), plus ``time``/``event`` if present.
+
+    ``bags``: the cohort's lesion patches, for models that read them (``cnn_survival``).
+    """
     check_scoring_table(bundle, table, path)
     x = bundle.design(table, str(path))
+    inputs = bundle.inputs(table, bags, str(path))
     seed = bundle.info["score_seed"]
-    samples = bundle.estimator.risk_samples(x, seed)
+    samples = bundle.estimator.risk_samples(x, seed, **inputs)
     risk = samples.mean(axis=0)
     stochastic = len(samples) > 1
     low, high = np.percentile(samples, [2.5, 97.5], axis=0) if stochastic else (risk, risk)
@@ -301,7 +343,7 @@ def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "fe
         "abstain": uncertainty[abstention["measure"]] > threshold if threshold is not None else np.zeros(len(x), bool),
     })
     horizons = np.asarray(bundle.info["horizons_days"], dtype=np.float64)
-    surv = bundle.estimator.survival_samples(x, horizons, seed)  # (T, n, horizons)
+    surv = bundle.estimator.survival_samples(x, horizons, seed, **inputs)  # (T, n, horizons)
     mean = surv.mean(axis=0)
     lo, hi = np.percentile(surv, [2.5, 97.5], axis=0) if stochastic else (mean, mean)
     for j, horizon in enumerate(horizons):

@@ -46,7 +46,8 @@ def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
     progress : bool
         Show a progress bar.
     **fit_options
-        Passed on to :func:`~biomarkers.survival.bundle.fit_bundle`.
+        Passed on to :func:`~biomarkers.survival.bundle.fit_bundle`; ``bags`` (the training
+        cohort's lesion patches, for ``cnn_survival`` candidates) also scores the held-out parts.
 
     Returns
     -------
@@ -72,7 +73,7 @@ def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
         logs = entry.pop("log_features", log_features)
         bundle, _ = fit_bundle(part, kind, names, [f for f in logs if not names or f in names], params=entry,
                                **fit_options)
-        risk = score_table(bundle, held)["risk"].to_numpy()
+        risk = score_table(bundle, held, bags=fit_options.get("bags"))["risk"].to_numpy()
         t, e = held["time"].to_numpy(float), held["event"].to_numpy(int)
         rows.append({"model": name, "repeat": r, "fold": k, "n_test": len(held), "events_test": int(e.sum()),
                      "harrell_c": harrell_c(t, e, risk),

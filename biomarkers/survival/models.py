@@ -19,6 +19,12 @@ and offers one interface, :class:`SurvivalModel`:
     :class:`~biomarkers.survival.deep.DeepSurvivalModel` (our torch loop, pycox losses), with
     early stopping on a stratified split of the training rows; scored with ``mc_samples``
     MC-dropout passes (0: deterministic).
+``cnn_survival``
+    End-to-end: :class:`~biomarkers.deep.survival_cnn.LesionBagCox`, a 3D CNN over each
+    subject's lesion patches (multi-instance pooling) joined by the design matrix (the
+    clinical covariates), trained with the Cox partial likelihood; scored with MC dropout.
+    It needs the subjects' lesion patches (:class:`~biomarkers.deep.lesion_bags.LesionBags`,
+    ``bags=``) besides the design matrix.
 
 The linear models (``coxph``, ``coxnet``) keep their coefficients and a Breslow baseline
 cumulative hazard in the JSON state (``S(t | x) = exp(-H0(t) exp(x b))``); the forest is
@@ -46,6 +52,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-3, "mc_samples": 100, "seed": 0},
 }
 DEFAULTS["logistic_hazard"] = {**DEFAULTS["deepsurv"], "n_durations": 10}
+DEFAULTS["cnn_survival"] = {"latent": 8, "width": 4, "hidden": 16, "dropout": 0.2, "max_epochs": 100, "patience": 15,
+                            "val_fraction": 0.2, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-2,
+                            "mc_samples": 100, "seed": 0}
 MODELS = tuple(DEFAULTS)
 
 
@@ -84,20 +93,22 @@ class SurvivalModel:
 
     name = ""
     stochastic = False
+    #: Whether the model also reads each row's lesion patches (``bags=``, one array per row).
+    needs_bags = False
 
     def __init__(self, params: dict[str, Any]) -> None:
         self.params = params
 
     def fit(self, x: np.ndarray, time: np.ndarray, event: np.ndarray,
-            names: list[str] | None = None) -> "SurvivalModel":
+            names: list[str] | None = None, **inputs: Any) -> "SurvivalModel":
         """Fit on the standardised design matrix ``x``; ``names`` label its columns."""
         raise NotImplementedError
 
-    def risk_samples(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    def risk_samples(self, x: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
         """Risk (higher = worse) per sample, shape (T, n); T = 1 for deterministic models."""
         raise NotImplementedError
 
-    def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0) -> np.ndarray:
+    def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
         """Survival probability per sample at ``times``, shape (T, n, len(times))."""
         raise NotImplementedError
 
@@ -117,10 +128,10 @@ class LinearCox(SurvivalModel):
         self.coef_ = np.asarray(coef, dtype=np.float64)
         self.baseline_time_, self.baseline_cumhaz_ = breslow_baseline(time, event, x @ self.coef_)
 
-    def risk_samples(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    def risk_samples(self, x: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
         return (x @ self.coef_)[None]
 
-    def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0) -> np.ndarray:
+    def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
         pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
         h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
         return np.exp(-h0[None, :] * np.exp(x @ self.coef_)[:, None])[None]
@@ -140,7 +151,7 @@ class LinearCox(SurvivalModel):
 class CoxPH(LinearCox):
     name = "coxph"
 
-    def fit(self, x, time, event, names=None):
+    def fit(self, x, time, event, names=None, **inputs):
         from biomarkers.survival.cox import fit_cox
 
         names = names or [f"x{j}" for j in range(x.shape[1])]
@@ -152,7 +163,7 @@ class CoxPH(LinearCox):
 class Coxnet(LinearCox):
     name = "coxnet"
 
-    def fit(self, x, time, event, names=None):
+    def fit(self, x, time, event, names=None, **inputs):
         from sklearn.model_selection import StratifiedKFold
         from sksurv.linear_model import CoxnetSurvivalAnalysis
         from sksurv.util import Surv
@@ -192,7 +203,7 @@ class Forest(SurvivalModel):
     name = "rsf"
     FILE = "rsf.joblib"
 
-    def fit(self, x, time, event, names=None):
+    def fit(self, x, time, event, names=None, **inputs):
         from sksurv.ensemble import RandomSurvivalForest
         from sksurv.util import Surv
 
@@ -202,10 +213,10 @@ class Forest(SurvivalModel):
         self.forest_.fit(x, Surv.from_arrays(event=event.astype(bool), time=time.astype(float)))
         return self
 
-    def risk_samples(self, x, seed=0):
+    def risk_samples(self, x, seed=0, **inputs):
         return self.forest_.predict(x)[None]
 
-    def survival_samples(self, x, times, seed=0):
+    def survival_samples(self, x, times, seed=0, **inputs):
         grid = self.forest_.unique_times_
         surv = self.forest_.predict_survival_function(x, return_array=True)  # steps at ``grid``
         pos = np.searchsorted(grid, times, side="right") - 1
@@ -235,7 +246,7 @@ class Deep(SurvivalModel):
         self.name = name
         self.stochastic = params["mc_samples"] > 0
 
-    def fit(self, x, time, event, names=None):
+    def fit(self, x, time, event, names=None, **inputs):
         p = self.params
         hidden = tuple(int(h) for h in str(p["hidden"]).split(","))
         self.net_ = DeepSurvivalModel(self.name, hidden, p["dropout"], n_durations=p.get("n_durations", 10),
@@ -245,10 +256,10 @@ class Deep(SurvivalModel):
                       val_fraction=p["val_fraction"])
         return self
 
-    def risk_samples(self, x, seed=0):
+    def risk_samples(self, x, seed=0, **inputs):
         return self.net_.risk_samples(x, self.params["mc_samples"], seed)
 
-    def survival_samples(self, x, times, seed=0):
+    def survival_samples(self, x, times, seed=0, **inputs):
         curves = self.net_.predict_survival(x, times, self.params["mc_samples"], seed, return_samples=True)
         return curves.samples
 
@@ -264,11 +275,79 @@ class Deep(SurvivalModel):
         return self
 
 
+class CNNSurvival(SurvivalModel):
+    name = "cnn_survival"
+    FILE = "network.pt"
+    needs_bags = True
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.stochastic = params["mc_samples"] > 0 and params["dropout"] > 0
+
+    @staticmethod
+    def _bags(inputs: dict[str, Any], n_rows: int) -> list:
+        bags = inputs.get("bags")
+        if bags is None or len(bags) != n_rows:
+            raise ValueError("cnn_survival needs the lesion patches of every row (bags=, one array per row)")
+        return bags
+
+    def fit(self, x, time, event, names=None, **inputs):
+        from biomarkers.deep.survival_cnn import fit_lesion_bag_cox
+
+        p = self.params
+        fitted = fit_lesion_bag_cox(self._bags(inputs, len(x)), x, time, event, latent=p["latent"], width=p["width"],
+                                    hidden=p["hidden"], dropout=p["dropout"], max_epochs=p["max_epochs"],
+                                    patience=p["patience"], val_fraction=p["val_fraction"],
+                                    batch_size=p["batch_size"], lr=p["lr"], weight_decay=p["weight_decay"],
+                                    seed=p["seed"], device="cpu")
+        import pandas as pd
+
+        self.net_, history = fitted.net, fitted.history
+        self.history_ = pd.DataFrame({"epoch": np.arange(len(history.train_loss)), "train_loss": history.train_loss,
+                                      "val_loss": history.val_loss})
+        self.best_epoch_ = int(history.best_epoch)
+        self.baseline_time_, self.baseline_cumhaz_ = fitted.baseline_time, fitted.baseline_cumhaz
+        return self
+
+    def risk_samples(self, x, seed=0, **inputs):
+        from biomarkers.deep.survival_cnn import risk_samples
+
+        return risk_samples(self.net_, self._bags(inputs, len(x)), x, self.params["mc_samples"], seed)
+
+    def survival_samples(self, x, times, seed=0, **inputs):
+        pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
+        h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
+        risk = self.risk_samples(x, seed, **inputs)  # (T, n)
+        return np.exp(-h0[None, None, :] * np.exp(risk)[:, :, None])
+
+    def state(self, folder):
+        from biomarkers.deep.survival_cnn import network_bytes
+
+        (folder / self.FILE).write_bytes(network_bytes(self.net_))
+        def plain(values):  # JSON has no NaN
+            return [None if not np.isfinite(v) else float(v) for v in values]
+
+        return {"file": file_record(folder / self.FILE), "best_epoch": self.best_epoch_,
+                "epochs_run": int(len(self.history_)), "train_loss": plain(self.history_["train_loss"]),
+                "val_loss": plain(self.history_["val_loss"]), "baseline_time": self.baseline_time_.tolist(),
+                "baseline_cumhaz": self.baseline_cumhaz_.tolist()}
+
+    def restore(self, state, folder):
+        from biomarkers.deep.survival_cnn import load_network
+
+        path = folder / self.FILE
+        _check_file(path, state["file"]["sha256"])
+        self.net_ = load_network(path.read_bytes())
+        self.baseline_time_ = np.asarray(state["baseline_time"], dtype=np.float64)
+        self.baseline_cumhaz_ = np.asarray(state["baseline_cumhaz"], dtype=np.float64)
+        return self
+
+
 def make_model(name: str, params: dict[str, Any]) -> SurvivalModel:
     """An unfitted model of kind ``name`` with the given (complete) hyperparameters."""
     if name in ("deepsurv", "logistic_hazard"):
         return Deep(params, name)
-    classes = {"coxph": CoxPH, "coxnet": Coxnet, "rsf": Forest}
+    classes = {"coxph": CoxPH, "coxnet": Coxnet, "rsf": Forest, "cnn_survival": CNNSurvival}
     if name not in classes:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     return classes[name](params)

@@ -101,3 +101,24 @@ def test_resample_verb_needs_the_outside_value(images):
     assert moved.GetSize() == (14, 12, 10) and moved.GetSpacing() == (4.0, 4.0, 4.0)
     values = sitk.GetArrayFromImage(moved)
     assert values[0, 0, 0] == pytest.approx(40)  # inside the CT's field of view
+
+
+def test_end_to_end_model_needs_the_lesion_patches(images, tmp_path):
+    folder, pet, mask = images
+    table = tmp_path / "train.parquet"
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"subject_id": [f"s{i}" for i in range(20)], "time": rng.uniform(10, 1000, 20),
+                  "event": np.arange(20) % 2, "age": rng.normal(60, 10, 20)}).to_parquet(table)
+    out = tmp_path / "model"
+    code, err = run("fit", "--features", table, "--model", "cnn_survival", "--include", "age", "--out", out)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "reads each subject's lesion patches" in err and "--patches" in err and not out.exists()
+    sheet = tmp_path / "subjects.tsv"
+    pd.DataFrame({"subject_id": ["sub-01", "sub-02"], "cohort": ["train"] * 2, "center": ["C1"] * 2,
+                  "pet": [pet.name] * 2, "time": [100.0, 200.0], "event": [1, 0]}).to_csv(sheet, sep="\t", index=False)
+    patches = tmp_path / "train.npz"
+    code, err = run("lesion-patches", "--subjects", sheet, "--cohort", "train", "--no-use-ct",
+                    "--masks", str(folder / "{subject_id}_mask.nii.gz"), "--out", patches)
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "subject sub-02" in err and "sub-02_mask.nii.gz" in err and "lesion mask does not exist" in err
+    assert not patches.exists() and not list(tmp_path.glob(".train*"))

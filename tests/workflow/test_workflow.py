@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,10 +36,10 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     train = pd.read_parquet(tiny_run / "features" / "train.parquet")
     assert list(train.columns[:3]) == ["subject_id", "time", "event"]
     assert set(train["subject_id"]) == set(sheet.loc[sheet["cohort"] == "train", "subject_id"])
-    models = ["coxph", "coxnet", "rsf", "deepsurv", "clinical", "deep", "combined"]
+    models = ["coxph", "coxnet", "rsf", "deepsurv", "clinical", "deep", "combined", "end_to_end"]
     for name in models:
         model = json.loads((tiny_run / "models" / name / "model.json").read_text())
-        kind = "coxph" if name in ("clinical", "deep", "combined") else name
+        kind = {"clinical": "coxph", "deep": "coxph", "combined": "coxph", "end_to_end": "cnn_survival"}.get(name, name)
         assert model["info"]["n_train"] == len(train) and model["model"] == kind
         assert (tiny_run / "report" / f"model_{name}.png").stat().st_size > 10_000
         for cohort in ("train", "validation"):
@@ -49,11 +50,18 @@ def test_every_stage_wrote_its_outputs(tiny_run):
             for figure in ("km", "cindex", "calibration"):
                 assert (tiny_run / "report" / f"{figure}_{name}_{cohort}.png").stat().st_size > 10_000
     for cohort in ("train", "validation"):
-        assert (tiny_run / "report" / f"uncertainty_deepsurv_{cohort}.png").stat().st_size > 10_000
-        scores = pd.read_parquet(tiny_run / "scores" / "deepsurv" / f"{cohort}.parquet")
-        assert (scores["risk_sd"] > 0).all() and {"surv_365", "surv_1095_high", "abstain"} <= set(scores.columns)
+        for name in ("deepsurv", "end_to_end"):
+            assert (tiny_run / "report" / f"uncertainty_{name}_{cohort}.png").stat().st_size > 10_000
+            scores = pd.read_parquet(tiny_run / "scores" / name / f"{cohort}.parquet")
+            assert (scores["risk_sd"] > 0).all() and {"surv_365", "surv_1095_high", "abstain"} <= set(scores.columns)
         compare = pd.read_csv(tiny_run / "report" / f"compare_{cohort}.tsv", sep="\t")
-        assert len(compare) == 2 * 21  # two C-indices for each of the 21 pairs of models
+        assert len(compare) == 2 * 28  # two C-indices for each of the 28 pairs of models
+    end_to_end = json.loads((tiny_run / "models" / "end_to_end" / "model.json").read_text())
+    assert end_to_end["info"]["selected_features"] == ["age", "ecog", "sex_M"]
+    assert end_to_end["info"]["lesion_patches"]["patch"]["channels"] == ["pet", "ct", "mask"]
+    patches = np.load(tiny_run / "patches" / "validation.npz")
+    assert set(patches["subjects"]) == set(sheet.loc[sheet["cohort"] == "validation", "subject_id"])
+    assert (tiny_run / "report" / "cindex_models.png").stat().st_size > 10_000
     assert not list((tiny_run / "report").glob("uncertainty_coxph_*"))  # deterministic: nothing to check
     clinical = json.loads((tiny_run / "models" / "clinical" / "model.json").read_text())
     assert clinical["info"]["selected_features"] == ["age", "ecog", "sex_M"]
@@ -68,9 +76,17 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert sorted(cv["model"]) == sorted(models) and cv["folds"].eq(3).all()
     table = pd.read_csv(tiny_run / "report" / "metrics.tsv", sep="\t")
     assert set(table["cohort"]) == {"train", "validation"} and list(dict.fromkeys(table["model"])) == models
-    quality = pd.read_csv(tiny_run / "segmentation_quality" / "validation_summary.tsv", sep="\t")
-    assert list(quality["method"]) == ["fixed:2.5", "fixed:4.0", "relative:0.41", "relative-maxima:0.41", "percist"]
-    assert quality["dice_mean"].between(0.3, 1.0).all()
+    quality = pd.read_csv(tiny_run / "segmentation_quality" / "validation_summary.tsv", sep="\t").set_index("method")
+    thresholds = ["fixed:2.5", "fixed:4.0", "relative:0.41", "relative-maxima:0.41", "percist"]
+    assert list(quality.index) == thresholds + [f"{m} -organs" for m in thresholds[:-1]] + ["unet"]
+    assert quality.loc[thresholds, "dice_mean"].between(0.3, 1.0).all()
+    # without the organ masks the thresholds also take in physiological uptake (brain, bladder, ...)
+    for method in thresholds[:-1]:  # PERCIST needs the liver mask
+        assert quality.loc[f"{method} -organs", "fp_volume_ml_mean"] > quality.loc[method, "fp_volume_ml_mean"] + 10
+    # a toy network (one epoch): plumbing only; it segments the cohorts it was not trained on
+    assert quality.loc["unet", "cases"] == (sheet["cohort"] == "validation").sum()
+    unet = sorted(p.name for p in (tiny_run / "unet").glob("*_lesions.nii.gz"))
+    assert unet == sorted(f"{sid}_lesions.nii.gz" for sid in sheet.loc[sheet["cohort"] == "validation", "subject_id"])
     assert (tiny_run / "report" / "segmentation_quality_validation.png").is_file()
 
 

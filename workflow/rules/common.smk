@@ -124,6 +124,11 @@ def cohort_lesion_tables(wildcards):
 DEEP = config["deep_features"]
 
 
+def training_epochs(block):
+    """A network's epochs: `epochs` (deep_training: quick) or `full_epochs` (deep_training: full)."""
+    return block["full_epochs"] if config["deep_training"] == "full" else block["epochs"]
+
+
 def cohort_deep_tables(wildcards):
     """deep_* lesion tables of every subject of one cohort (when deep features are on)."""
     if not DEEP["enabled"]:
@@ -253,6 +258,31 @@ def model_include(wildcards):
 def model_log_features(wildcards):
     """`fit --log-features`: the wildcard entry's log features."""
     return ",".join(model_features(wildcards.model)[1])
+
+
+# End-to-end models read the cohort's lesion patches besides its feature table.
+PATCH_MODELS = [m for m in MODELS if model_kind(m) == "cnn_survival"]
+PATCHES = config["lesion_patches"]
+
+
+def patches_input(wildcards):
+    """The cohort's lesion patch archive, for end-to-end models (fit: the training cohort)."""
+    names = [wildcards.model] if hasattr(wildcards, "model") else MODELS
+    if not any(name in PATCH_MODELS for name in names):
+        return {}
+    return {"patches": f"{RESULTS}/patches/{getattr(wildcards, 'cohort', TRAIN)}.npz"}
+
+
+def patches_flag(wildcards, input):
+    """`--patches FILE` when the rule reads the lesion patches."""
+    return f"--patches {shlex.quote(input.patches)}" if "patches" in input.keys() else ""
+
+
+def cohort_lesion_masks(wildcards):
+    """The pipeline's lesion masks of the cohort's subjects."""
+    sheet = subjects()
+    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
+    return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=ids)
 
 
 def cv_model_flags(wildcards):

@@ -29,7 +29,7 @@ rule train_autoencoder:
         cohort=TRAIN,
         masks=f"{RESULTS}/segmentation",
         latent=DEEP["latent"],
-        epochs=DEEP["epochs"],
+        epochs=training_epochs(DEEP),
         ct="--use-ct" if DEEP["use_ct"] else "--no-use-ct",
         seed=DEEP["seed"],
     log:
@@ -38,10 +38,11 @@ rule train_autoencoder:
         f"{RESULTS}/benchmarks/train_autoencoder.tsv"
     conda:
         ENV
+    threads: DEEP["threads"]
     shell:
         "biomarkers train-autoencoder --subjects {input.sheet:q} --cohort {params.cohort} --masks {params.masks:q}"
         " --out {output:q} --latent {params.latent} --epochs {params.epochs} {params.ct} --seed {params.seed}"
-        " > {log:q} 2>&1"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule embed:

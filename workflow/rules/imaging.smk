@@ -50,9 +50,12 @@ rule train_unet:
         f"{RESULTS}/models/unet.pt",
     params:
         cohort=TRAIN,
-        epochs=UNET["epochs"],
+        epochs=training_epochs(UNET),
         patches=UNET["patches_per_epoch"],
         batch=UNET["batch_size"],
+        lr=UNET["lr"],
+        lesions=UNET["lesion_fraction"],
+        hot=UNET["hot_fraction"],
         channels=UNET["base_channels"],
         patch=UNET["patch"],
         ct="--use-ct" if UNET["use_ct"] else "--no-use-ct",
@@ -63,11 +66,13 @@ rule train_unet:
         f"{RESULTS}/benchmarks/train_unet.tsv"
     conda:
         ENV
-    threads: workflow.cores
+    threads: UNET["threads"]
     shell:
         "biomarkers train-unet --subjects {input.sheet:q} --cohort {params.cohort} --out {output:q}"
         " --epochs {params.epochs} --patches-per-epoch {params.patches} --batch-size {params.batch}"
-        " --base-channels {params.channels} --patch {params.patch} {params.ct} --seed {params.seed} > {log:q} 2>&1"
+        " --lr {params.lr} --lesion-fraction {params.lesions} --hot-fraction {params.hot}"
+        " --base-channels {params.channels} --patch {params.patch} {params.ct} --seed {params.seed}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule segment_unet:
@@ -116,6 +121,7 @@ rule segmentation_quality:
         threshold=config["segmentation"]["threshold_suv"],
         min_volume=config["segmentation"]["min_volume_ml"],
         organs="--exclude-organs" if config["segmentation"]["exclude_organs"] else "--no-exclude-organs",
+        without="--without-organs" if config["segmentation"]["compare_without_organs"] else "",
         predicted=unet_predicted_flag,
     log:
         f"{RESULTS}/logs/segmentation_quality/{{cohort}}.log",
@@ -125,5 +131,6 @@ rule segmentation_quality:
         ENV
     shell:
         "biomarkers segment-quality --subjects {input.sheet:q} --cohort {wildcards.cohort} {params.methods}"
-        " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs} {params.predicted}"
+        " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs} {params.without}"
+        " {params.predicted}"
         " --out {output.cases:q} --summary {output.summary:q} --plot {output.plot:q} > {log:q} 2>&1"

@@ -2,9 +2,32 @@
 # training cohort only; score every cohort with the frozen models; evaluate; compare models.
 
 
+rule lesion_patches:
+    input:
+        masks=cohort_lesion_masks,
+        sheet=subjects_sheet_path_input,
+    output:
+        f"{RESULTS}/patches/{{cohort}}.npz",
+    params:
+        masks=f"{RESULTS}/segmentation",
+        size=PATCHES["size_mm"],
+        shape=PATCHES["shape"],
+        ct="--use-ct" if PATCHES["use_ct"] else "--no-use-ct",
+    log:
+        f"{RESULTS}/logs/lesion_patches/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/lesion_patches/{{cohort}}.tsv"
+    conda:
+        ENV
+    shell:
+        "biomarkers lesion-patches --subjects {input.sheet:q} --cohort {wildcards.cohort} --masks {params.masks:q}"
+        " --size-mm {params.size} --shape {params.shape} {params.ct} --out {output:q} > {log:q} 2>&1"
+
+
 rule crossvalidate:
     input:
-        f"{RESULTS}/features/{TRAIN}.parquet",
+        unpack(patches_input),
+        features=f"{RESULTS}/features/{TRAIN}.parquet",
     output:
         summary=report(f"{RESULTS}/models/cv_summary.tsv", caption="../report/cv.rst", category="Models"),
         folds=f"{RESULTS}/models/cv_folds.tsv",
@@ -16,21 +39,24 @@ rule crossvalidate:
         log_features=",".join(config["model"]["log_features"]),
         folds=config["model"]["cv_folds"],
         repeats=config["model"]["cv_repeats"],
+        patches=patches_flag,
     log:
         f"{RESULTS}/logs/crossvalidate.log",
     benchmark:
         f"{RESULTS}/benchmarks/crossvalidate.tsv"
     conda:
         ENV
+    threads: 1
     shell:
-        "biomarkers cv --features {input:q} {params.models} {params.sets} --include '{params.include}'"
+        "biomarkers cv --features {input.features:q} {params.models} {params.sets} --include '{params.include}'"
         " --log-features '{params.log_features}' {params.pipeline} --folds {params.folds} --repeats {params.repeats}"
-        " --out {output.summary:q} --folds-out {output.folds:q} > {log:q} 2>&1"
+        " {params.patches} --threads {threads} --out {output.summary:q} --folds-out {output.folds:q} > {log:q} 2>&1"
 
 
 rule fit:
     input:
-        f"{RESULTS}/features/{TRAIN}.parquet",
+        unpack(patches_input),
+        features=f"{RESULTS}/features/{TRAIN}.parquet",
     output:
         model=directory(f"{RESULTS}/models/{{model}}"),
         plot=report(
@@ -47,32 +73,40 @@ rule fit:
         log_features=model_log_features,
         horizons=",".join(str(h) for h in config["model"]["horizons_days"]),
         abstain=config["model"]["abstain_quantile"],
+        patches=patches_flag,
     log:
         f"{RESULTS}/logs/fit/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit/{{model}}.tsv"
     conda:
         ENV
+    threads: 1
     shell:
-        "biomarkers fit --features {input:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
+        "biomarkers fit --features {input.features:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
         " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
-        " --horizons '{params.horizons}' --abstain-quantile {params.abstain} > {log:q} 2>&1"
+        " --horizons '{params.horizons}' --abstain-quantile {params.abstain} {params.patches} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule score:
     input:
+        unpack(patches_input),
         model=rules.fit.output.model,
         features=f"{RESULTS}/features/{{cohort}}.parquet",
     output:
         f"{RESULTS}/scores/{{model}}/{{cohort}}.parquet",
+    params:
+        patches=patches_flag,
     log:
         f"{RESULTS}/logs/score/{{model}}/{{cohort}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/score/{{model}}/{{cohort}}.tsv"
     conda:
         ENV
+    threads: 1
     shell:
-        "biomarkers score --model {input.model:q} --features {input.features:q} --out {output:q} > {log:q} 2>&1"
+        "biomarkers score --model {input.model:q} --features {input.features:q} {params.patches} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:

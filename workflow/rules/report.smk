@@ -18,10 +18,14 @@ rule headline:
     input:
         rules.metrics_table.output[0],
     output:
-        report(f"{RESULTS}/report/headline.tsv", caption="../report/headline.rst", category="Validation"),
+        table=report(f"{RESULTS}/report/headline.tsv", caption="../report/headline.rst", category="Validation"),
+        plot=report(f"{RESULTS}/report/cindex_models.png", caption="../report/cindex_models.rst", category="Validation"),
+    params:
+        train=TRAIN,
     log:
         f"{RESULTS}/logs/headline.log",
     conda:
         ENV
     shell:
-        "biomarkers headline {input:q} --out {output:q} > {log:q} 2>&1"
+        "biomarkers headline {input:q} --out {output.table:q} --plot {output.plot:q} --plot-skip-cohort {params.train:q}"
+        " > {log:q} 2>&1"
