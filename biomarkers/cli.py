@@ -369,7 +369,7 @@ def aggregate(lesions: List[Path] = typer.Argument(..., help="lesions.parquet fi
 @app.command()
 @user_errors
 def fit(features: Path = typer.Option(..., help="Training feature table."),
-        model: str = typer.Option("coxph", help="coxph | coxnet | rsf | deepsurv | logistic_hazard | cnn_survival."),
+        model: str = typer.Option("coxph", help="coxph | coxnet | rsf | deepsurv | logistic_hazard | deephit | cnn_survival."),
         out: Path = typer.Option(..., help="Model directory to write."),
         include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
         log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),

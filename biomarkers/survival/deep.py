@@ -1,6 +1,6 @@
 """Tabular deep survival models with Monte Carlo dropout uncertainty.
 
-Two kinds, one multilayer perceptron (see :class:`~biomarkers.survival.deep_train.MLP`):
+Three kinds, one multilayer perceptron (see :class:`~biomarkers.survival.deep_train.MLP`):
 
 ``"deepsurv"``
     One output, the log-hazard ratio, trained with the Cox partial likelihood
@@ -21,6 +21,16 @@ Two kinds, one multilayer perceptron (see :class:`~biomarkers.survival.deep_trai
     lost* up to the last cut ``tau`` (``tau`` minus the area under that curve, in the
     unit of ``time``): it grows with every interval's hazard, so higher = worse.
 
+``"deephit"``
+    The same time grid; the outputs (with a zero logit appended) are the softmax
+    probability mass of the event in each interval, ``S = 1 - cumsum(pmf)`` (DeepHit for a
+    single risk: Lee et al. 2018, AAAI; ``pycox.models.loss.DeepHitSingleLoss``), trained on
+    ``alpha`` x the likelihood of the PMF + (1 - ``alpha``) x the ranking loss with scale
+    ``sigma``, the pairs' rank matrix built per mini-batch. Survival, interpolation and the
+    restricted-mean-time-lost risk as for ``logistic_hazard``. The ranking term favours
+    discrimination over calibration: DeepHit's survival curves are known to be less well
+    calibrated than the likelihood-only models'.
+
 MC dropout (Gal & Ghahramani 2016, ICML): with ``mc_samples = T > 0`` the network
 runs in eval mode (batch-norm uses running statistics) but every hidden layer's output
 is multiplied by a Bernoulli keep-mask; the T passes are one batched forward pass per
@@ -39,6 +49,7 @@ rates (DeepSurv's tuned rates were 0.1 to 0.4 on larger data sets).
 """
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +64,7 @@ from biomarkers.io.atomic import atomic_path
 from biomarkers.survival.deep_train import (MLP, draw_masks, mc_forward_batched, mc_forward_loop, resolve_device,
                                             seeded_deterministic, stratified_split, train)
 
-KINDS = ("deepsurv", "logistic_hazard")
+KINDS = ("deepsurv", "logistic_hazard", "deephit")
 STATE_FORMAT = 1
 # rows (patients x samples) per forward pass when batch_size is None: on the CPU, passes whose
 # activations stay in cache are fastest (measured for width 32: 2**12..2**15 rows)
@@ -81,7 +92,7 @@ class DeepSurvivalModel:
 
     Parameters
     ----------
-    kind : {"deepsurv", "logistic_hazard"}
+    kind : {"deepsurv", "logistic_hazard", "deephit"}
     hidden : sequence of int
         Widths of the hidden layers.
     dropout : float
@@ -101,8 +112,9 @@ class DeepSurvivalModel:
 
     def __init__(self, kind: str = "deepsurv", hidden: Sequence[int] = (32, 32), dropout: float = 0.1,
                  batch_norm: bool = False, n_durations: int = 10, cut_scheme: str = "equidistant",
-                 device: str = "auto") -> None:
+                 device: str = "auto", alpha: float = 0.2, sigma: float = 0.1) -> None:
         self.kind = kind
+        self.alpha, self.sigma = float(alpha), float(sigma)
         self.hidden = hidden
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -150,7 +162,9 @@ class DeepSurvivalModel:
             labtrans = LabTransDiscreteTime(self.n_durations, scheme=self.cut_scheme)
             idx, ev = labtrans.fit_transform(time, event.astype(np.float64))
             self.cuts_ = np.asarray(labtrans.cuts, dtype=np.float64)
-            n_out, loss_fn = len(self.cuts_), _logistic_hazard_loss
+            n_out = len(self.cuts_)
+            loss_fn = _logistic_hazard_loss if self.kind == "logistic_hazard" else \
+                functools.partial(_deephit_loss, alpha=self.alpha, sigma=self.sigma)
             targets = (torch.as_tensor(idx, dtype=torch.long), torch.as_tensor(ev, dtype=torch.float32))
         train_idx, val_idx = stratified_split(event, val_fraction, seed)
         with seeded_deterministic(seed, device):
@@ -193,7 +207,7 @@ class DeepSurvivalModel:
         Returns
         -------
         mean, sd : ndarray, shape (n_patients,)
-            Log-hazard ratio (deepsurv) or restricted mean time lost (logistic_hazard).
+            Log-hazard ratio (deepsurv) or restricted mean time lost (logistic_hazard, deephit).
         """
         mean = np.empty(len(x))
         sd = np.zeros(len(x))
@@ -252,10 +266,14 @@ class DeepSurvivalModel:
                     out = self.net_(xb)[None]
             yield rows, out.cpu().numpy().astype(np.float64)
 
+    def _grid(self, out: np.ndarray) -> np.ndarray:
+        """Survival at the cuts (discrete-time kinds)."""
+        return _grid_survival(out) if self.kind == "logistic_hazard" else _pmf_survival(out)
+
     def _risk(self, out: np.ndarray) -> np.ndarray:
         if self.kind == "deepsurv":
             return out[..., 0]
-        surv = _grid_survival(out)
+        surv = self._grid(out)
         rmst = self.cuts_[0] + 0.5 * (surv[..., :-1] + surv[..., 1:]) @ np.diff(self.cuts_)  # trapezoids
         return self.cuts_[-1] - rmst
 
@@ -264,7 +282,7 @@ class DeepSurvivalModel:
             pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
             h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
             return np.exp(-h0 * np.exp(out[..., :1]))
-        surv, cuts = _grid_survival(out), self.cuts_
+        surv, cuts = self._grid(out), self.cuts_
         left = np.clip(np.searchsorted(cuts, times, side="right") - 1, 0, len(cuts) - 2)
         frac = np.clip((times - cuts[left]) / (cuts[left + 1] - cuts[left]), 0.0, 1.0)
         inside = surv[..., left] * (1.0 - frac) + surv[..., left + 1] * frac
@@ -278,7 +296,8 @@ class DeepSurvivalModel:
             "format": STATE_FORMAT,
             "config": {"kind": self.kind, "hidden": [int(h) for h in self.hidden], "dropout": float(self.dropout),
                        "batch_norm": bool(self.batch_norm), "n_durations": int(self.n_durations),
-                       "cut_scheme": self.cut_scheme, "n_features_in": int(self.n_features_in_)},
+                       "cut_scheme": self.cut_scheme, "n_features_in": int(self.n_features_in_),
+                       "alpha": self.alpha, "sigma": self.sigma},
             "weights": {k: v.detach().cpu().clone() for k, v in self.net_.state_dict().items()},
             "history": {c: self.history_[c].tolist() for c in ("train_loss", "val_loss")},
             "best_epoch": int(self.best_epoch_),
@@ -298,7 +317,7 @@ class DeepSurvivalModel:
             raise ValueError(f"unsupported deep-model state format {state.get('format')!r}; expected {STATE_FORMAT}")
         cfg = state["config"]
         model = cls(cfg["kind"], tuple(cfg["hidden"]), cfg["dropout"], cfg["batch_norm"], cfg["n_durations"],
-                    cfg["cut_scheme"], device)
+                    cfg["cut_scheme"], device, cfg.get("alpha", 0.2), cfg.get("sigma", 0.1))
         model.device_, model.n_features_in_ = resolve_device(device), cfg["n_features_in"]
         if model.kind == "deepsurv":
             model.baseline_time_ = state["baseline_time"].numpy()
@@ -375,6 +394,14 @@ def _grid_survival(phi: np.ndarray) -> np.ndarray:
     return np.exp(-np.cumsum(np.logaddexp(0.0, phi), axis=-1))
 
 
+def _pmf_survival(phi: np.ndarray) -> np.ndarray:
+    """Survival at the cuts from DeepHit logits: ``1 - cumsum(softmax([phi, 0]))`` without the padding column."""
+    padded = np.concatenate([phi, np.zeros(phi.shape[:-1] + (1,))], axis=-1)
+    pmf = np.exp(padded - padded.max(axis=-1, keepdims=True))
+    pmf /= pmf.sum(axis=-1, keepdims=True)
+    return np.clip(1.0 - np.cumsum(pmf[..., :-1], axis=-1), 0.0, 1.0)
+
+
 def _mc_outputs_loop(model: DeepSurvivalModel, x: np.ndarray, mc_samples: int, seed: int) -> np.ndarray:
     """Reference MC dropout with T separate forward passes (tests and benchmarks only)."""
     x = model._check_x(x)
@@ -394,6 +421,14 @@ def _cox_loss(log_h: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> t
 def _logistic_hazard_loss(phi: torch.Tensor, idx: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
     from pycox.models.loss import NLLLogistiHazardLoss
     return NLLLogistiHazardLoss()(phi, idx, event)
+
+
+def _deephit_loss(phi: torch.Tensor, idx: torch.Tensor, event: torch.Tensor, alpha: float,
+                  sigma: float) -> torch.Tensor:
+    from pycox.models.data import pair_rank_mat
+    from pycox.models.loss import DeepHitSingleLoss
+    rank = torch.as_tensor(pair_rank_mat(idx.cpu().numpy(), event.cpu().numpy()), device=phi.device)
+    return DeepHitSingleLoss(alpha, sigma)(phi, idx, event, rank)
 
 
 def _check_data(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, ...]:

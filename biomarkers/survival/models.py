@@ -15,7 +15,7 @@ and offers one interface, :class:`SurvivalModel`:
     Random survival forest (scikit-survival ``RandomSurvivalForest``, seeded); risk is the
     forest's ensemble cumulative hazard summed over the training event times
     (``RandomSurvivalForest.predict``).
-``deepsurv``, ``logistic_hazard``
+``deepsurv``, ``logistic_hazard``, ``deephit``
     :class:`~biomarkers.survival.deep.DeepSurvivalModel` (our torch loop, pycox losses), with
     early stopping on a stratified split of the training rows; scored with ``mc_samples``
     MC-dropout passes (0: deterministic).
@@ -52,6 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-3, "mc_samples": 100, "seed": 0},
 }
 DEFAULTS["logistic_hazard"] = {**DEFAULTS["deepsurv"], "n_durations": 10}
+DEFAULTS["deephit"] = {**DEFAULTS["deepsurv"], "n_durations": 10, "alpha": 0.2, "sigma": 0.1}
 DEFAULTS["cnn_survival"] = {"latent": 8, "width": 4, "hidden": 16, "dropout": 0.2, "max_epochs": 100, "patience": 15,
                             "val_fraction": 0.2, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-2,
                             "mc_samples": 100, "seed": 0}
@@ -250,7 +251,7 @@ class Deep(SurvivalModel):
         p = self.params
         hidden = tuple(int(h) for h in str(p["hidden"]).split(","))
         self.net_ = DeepSurvivalModel(self.name, hidden, p["dropout"], n_durations=p.get("n_durations", 10),
-                                      device="cpu")
+                                      device="cpu", alpha=p.get("alpha", 0.2), sigma=p.get("sigma", 0.1))
         self.net_.fit(x, time, event, seed=p["seed"], max_epochs=p["max_epochs"], batch_size=p["batch_size"],
                       lr=p["lr"], weight_decay=p["weight_decay"], patience=p["patience"],
                       val_fraction=p["val_fraction"])
@@ -345,7 +346,7 @@ class CNNSurvival(SurvivalModel):
 
 def make_model(name: str, params: dict[str, Any]) -> SurvivalModel:
     """An unfitted model of kind ``name`` with the given (complete) hyperparameters."""
-    if name in ("deepsurv", "logistic_hazard"):
+    if name in ("deepsurv", "logistic_hazard", "deephit"):
         return Deep(params, name)
     classes = {"coxph": CoxPH, "coxnet": Coxnet, "rsf": Forest, "cnn_survival": CNNSurvival}
     if name not in classes:

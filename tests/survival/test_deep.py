@@ -18,6 +18,7 @@ SPLIT_SEED = 2024
 SETTINGS = {
     "deepsurv": ({}, {"max_epochs": 40, "val_fraction": 0.0}),
     "logistic_hazard": ({"n_durations": 10, "cut_scheme": "equidistant"}, {"max_epochs": 160, "val_fraction": 0.0}),
+    "deephit": ({"n_durations": 10, "cut_scheme": "equidistant"}, {"max_epochs": 160, "val_fraction": 0.0}),
 }
 
 
@@ -154,7 +155,9 @@ def test_mean_survival_matches_kaplan_meier(gbsg2, fitted, kind):
     times = np.array([365.0, 730.0, 1095.0, 1460.0, 1825.0])
     km = km_surv[np.searchsorted(km_time, times, side="right") - 1]
     predicted = fitted[kind].predict_survival(gbsg2["x"], times).mean.mean(axis=0)
-    np.testing.assert_allclose(predicted, km, atol=0.05)
+    # DeepHit's ranking loss trades calibration for discrimination (its curves fall too fast at
+    # late times, as Kvamme, Borgan & Scheel 2019 report): a wider band, still a check
+    np.testing.assert_allclose(predicted, km, atol=0.08 if kind == "deephit" else 0.05)
 
 
 @pytest.mark.parametrize("kind", list(SETTINGS))
@@ -194,7 +197,7 @@ def test_logistic_hazard_risk_grows_with_hazard(fitted):
 
 def test_invalid_inputs(gbsg2, fitted):
     with pytest.raises(ValueError, match="unknown deep survival model"):
-        DeepSurvivalModel("deephit").fit(gbsg2["x"], gbsg2["time"], gbsg2["event"])
+        DeepSurvivalModel("deephit-competing").fit(gbsg2["x"], gbsg2["time"], gbsg2["event"])
     with pytest.raises(ValueError, match="at least 2 events"):
         DeepSurvivalModel().fit(gbsg2["x"], gbsg2["time"], np.zeros(len(gbsg2["x"])))
     with pytest.raises(ValueError, match="mc_samples"):

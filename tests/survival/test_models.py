@@ -24,7 +24,8 @@ def c_index(table: pd.DataFrame, risk: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def bundles(gbsg2):
     train, _ = gbsg2
-    params = {"coxph": {}, "coxnet": {}, "rsf": {"n_estimators": 100}, "deepsurv": FAST_DEEP}
+    params = {"coxph": {}, "coxnet": {}, "rsf": {"n_estimators": 100}, "deepsurv": FAST_DEEP,
+              "deephit": {"mc_samples": 30}}
     return {name: fit_bundle(train, name, FEATURES, LOGS, params=p) for name, p in params.items()}
 
 
@@ -34,6 +35,9 @@ def test_every_model_discriminates_like_cox_on_the_test_split(gbsg2, bundles):
     assert 0.62 < c["coxph"] < 0.75
     for name in ("coxnet", "rsf", "deepsurv"):
         assert c[name] > c["coxph"] - 0.03, (name, c)
+    # DeepHit with its defaults (early stopping) trailed Cox by 0.00-0.05 on three other random
+    # GBSG2 splits (seeds 0-2): its ranking loss needs more patients than GBSG2's 460 training ones
+    assert c["deephit"] > c["coxph"] - 0.06, c
 
 
 def test_coxnet_choice_is_the_best_cross_validated_alpha_and_matches_scikit_survival(gbsg2, bundles):
