@@ -21,12 +21,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from biomarkers.deep.normalise import input_channels
 from biomarkers.deep.patches import background_values
-from biomarkers.segment.threshold import _STRUCTURE, _renumber
+from biomarkers.segment.threshold import label_components
 
 BLENDINGS = ("gaussian", "linear")
 
@@ -135,8 +134,7 @@ def label_lesions(probability: np.ndarray, spacing_mm: Sequence[float], threshol
     Numbered in raster order of each lesion's first voxel, components under ``min_volume_ml``
     removed: the same convention as :func:`biomarkers.segment.threshold.segment_lesions`.
     """
-    labels, _ = ndimage.label(probability >= threshold, structure=_STRUCTURE)
-    return _renumber(labels, float(np.prod(spacing_mm)) / 1000.0, min_volume_ml)
+    return label_components(probability >= threshold, spacing_mm, min_volume_ml)
 
 
 def unet_segment(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[float], model: nn.Module,

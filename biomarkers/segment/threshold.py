@@ -29,6 +29,8 @@ Labels are numbered 1..n in raster order of each lesion's first voxel.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -139,6 +141,14 @@ def _grow_from_maxima(suv: np.ndarray, candidates: np.ndarray, fraction: float,
         labels[box][comp == comp[seed_local]] = next_id
         next_id += 1
     return labels
+
+
+def label_components(binary: np.ndarray, spacing_mm: Sequence[float], min_volume_ml: float) -> np.ndarray:
+    """Connected components (26-neighbourhood) of ``binary`` as lesions 1..n (uint16), numbered in
+    raster order of each one's first voxel, those under ``min_volume_ml`` dropped: the lesion
+    numbering of every segmentation method here and of the U-Net (:mod:`biomarkers.deep.infer`)."""
+    labels, _ = ndimage.label(binary, structure=_STRUCTURE)
+    return _renumber(labels, float(np.prod(spacing_mm)) / 1000.0, min_volume_ml)
 
 
 def _renumber(labels: np.ndarray, voxel_ml: float, min_volume_ml: float) -> np.ndarray:
