@@ -99,9 +99,10 @@ def model_cindex_plot(metrics: pd.DataFrame, path: str | Path) -> None:
             row = oracle.iloc[0]
             ax.axvspan(row["ci_low"], row["ci_high"], color="#fdb863", alpha=0.3, label="oracle C (true hazard), 95 %")
             ax.axvline(row["estimate"], color="#e08214", linewidth=1)
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper left", fontsize=8)
         ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
         ax.set_xlim(0.3, 1.0)
+        ax.set_ylim(-0.7, len(models) + 0.3)  # room for the legend above the first model
         ax.set_xlabel("Harrell's C (95 % bootstrap interval)")
         ax.set_title(f"{cohort} (n = {int(part['n'].iloc[0])})" if "n" in part and len(part) else cohort)
     axes[0][0].set_yticks(y, models)
