@@ -131,6 +131,10 @@ def segmentation_quality_plot(cases: pd.DataFrame, path: str | Path, title: str)
         data = [cases.loc[cases["method"] == m, column].dropna().to_numpy() for m in methods]
         ax.boxplot(data, vert=False, tick_labels=methods, showmeans=True)
         ax.set_xlabel(label)
+        if column != "dice":  # volumes from 0 to litres (thresholds without organ masks): linear to 1 mL, then log
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(left=0)
+            ax.set_xlabel(f"{label}; linear to 1, log above")
     axes[0].set_xlim(0, 1)
     fig.suptitle(title)
     fig.tight_layout()
