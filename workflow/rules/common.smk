@@ -357,6 +357,12 @@ def unet_predicted_flag(wildcards):
     return f"--predicted {shlex.quote(f'unet={pattern}')}"
 
 
+def without_organs_flag(wildcards):
+    """`--without-organs` on the cohorts the U-Net is scored on (the comparison it is for)."""
+    wanted = config["segmentation"]["compare_without_organs"] and wildcards.cohort != TRAIN
+    return "--without-organs" if wanted else ""
+
+
 def unet_ct_input(wildcards):
     """The subject's CT, when the U-Net uses it."""
     return {"ct": subjects().loc[wildcards.subject, "ct"]} if UNET["use_ct"] else {}

@@ -121,7 +121,7 @@ rule segmentation_quality:
         threshold=config["segmentation"]["threshold_suv"],
         min_volume=config["segmentation"]["min_volume_ml"],
         organs="--exclude-organs" if config["segmentation"]["exclude_organs"] else "--no-exclude-organs",
-        without="--without-organs" if config["segmentation"]["compare_without_organs"] else "",
+        without=without_organs_flag,
         predicted=unet_predicted_flag,
     log:
         f"{RESULTS}/logs/segmentation_quality/{{cohort}}.log",
