@@ -279,9 +279,7 @@ class DeepSurvivalModel:
 
     def _survival(self, out: np.ndarray, times: np.ndarray) -> np.ndarray:
         if self.kind == "deepsurv":
-            pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
-            h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
-            return np.exp(-h0 * np.exp(out[..., :1]))
+            return breslow_survival(self.baseline_time_, self.baseline_cumhaz_, times, out[..., 0])
         surv, cuts = self._grid(out), self.cuts_
         left = np.clip(np.searchsorted(cuts, times, side="right") - 1, 0, len(cuts) - 2)
         frac = np.clip((times - cuts[left]) / (cuts[left + 1] - cuts[left]), 0.0, 1.0)
@@ -387,6 +385,17 @@ def breslow_baseline(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> t
     event_times, deaths = np.unique(time[np.asarray(event) == 1], return_counts=True)
     first = np.searchsorted(t_sorted, event_times, side="left")
     return event_times, np.cumsum(deaths / at_risk[first])
+
+
+def breslow_survival(baseline_time: np.ndarray, baseline_cumhaz: np.ndarray, times: np.ndarray,
+                     risk: np.ndarray) -> np.ndarray:
+    """``S(t | x) = exp(-H0(t) exp(risk))`` at ``times`` for risks of any shape: (..., len(times)).
+
+    ``H0`` is the step function of :func:`breslow_baseline` (0 before the first event time).
+    """
+    pos = np.searchsorted(baseline_time, times, side="right") - 1
+    h0 = np.where(pos >= 0, baseline_cumhaz[np.maximum(pos, 0)], 0.0)
+    return np.exp(-h0 * np.exp(np.asarray(risk))[..., None])
 
 
 def _grid_survival(phi: np.ndarray) -> np.ndarray:

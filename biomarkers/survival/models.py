@@ -40,7 +40,7 @@ import numpy as np
 
 from biomarkers.errors import BiomarkerError, ModelBundleError
 from biomarkers.io.provenance import file_record, sha256_file
-from biomarkers.survival.deep import DeepSurvivalModel, breslow_baseline
+from biomarkers.survival.deep import DeepSurvivalModel, breslow_baseline, breslow_survival
 
 #: Hyperparameters of every model and their defaults (``biomarkers fit --set KEY=VALUE``).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -133,9 +133,7 @@ class LinearCox(SurvivalModel):
         return (x @ self.coef_)[None]
 
     def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
-        pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
-        h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
-        return np.exp(-h0[None, :] * np.exp(x @ self.coef_)[:, None])[None]
+        return breslow_survival(self.baseline_time_, self.baseline_cumhaz_, times, x @ self.coef_)[None]
 
     def state(self, folder: Path) -> dict:
         return {"coef": self.coef_.tolist(), "baseline_time": self.baseline_time_.tolist(),
@@ -316,10 +314,8 @@ class CNNSurvival(SurvivalModel):
         return risk_samples(self.net_, self._bags(inputs, len(x)), x, self.params["mc_samples"], seed)
 
     def survival_samples(self, x, times, seed=0, **inputs):
-        pos = np.searchsorted(self.baseline_time_, times, side="right") - 1
-        h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.maximum(pos, 0)], 0.0)
         risk = self.risk_samples(x, seed, **inputs)  # (T, n)
-        return np.exp(-h0[None, None, :] * np.exp(risk)[:, :, None])
+        return breslow_survival(self.baseline_time_, self.baseline_cumhaz_, times, risk)
 
     def state(self, folder):
         from biomarkers.deep.survival_cnn import network_bytes
