@@ -174,8 +174,7 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                lesion_fraction: float = typer.Option(0.5, help="Share of patches centred on a lesion voxel."),
                hot_fraction: float = typer.Option(0.0, help="Share of the other patches centred on hot (SUV >= 2.5) "
                                                             "non-lesion voxels: physiological uptake as hard negatives."),
-               threads: int = typer.Option(0, help="CPU threads of torch (0: torch's default). Weights are "
-                                                   "byte-identical only between runs with the same thread count."),
+               threads: int = _THREADS,
                seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
                device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
     """Train the 3D U-Net on a cohort's reference lesion masks (patches balanced lesion/background)."""
@@ -219,8 +218,7 @@ def train_autoencoder(subjects: Path = typer.Option(..., help="Subjects sheet wi
                       epochs: int = typer.Option(20, help="Epochs."),
                       use_ct: bool = typer.Option(True, help="PET and CT channels; --no-use-ct for PET alone."),
                       seed: int = typer.Option(0, help="Seed of weights, batches and augmentation."),
-                      threads: int = typer.Option(0, help="CPU threads of torch (0: torch's default); weights are "
-                                                          "byte-identical only at the same thread count."),
+                      threads: int = _THREADS,
                       device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
     """Self-supervised 3D autoencoder on the lesion-centred patches of a cohort (for `embed`)."""
     from biomarkers.deep.embed_cli import train_autoencoder_from_sheet
