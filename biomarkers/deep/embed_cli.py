@@ -11,15 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from biomarkers.deep.autoencoder import save_autoencoder, train_autoencoder, training_record
-from biomarkers.deep.crops import PatchSpec, subject_patches
+from biomarkers.deep.crops import PatchSpec
 from biomarkers.deep.embed import embed_lesions
-from biomarkers.errors import InputError, SubjectsSheetError
+from biomarkers.deep.lesion_bags import bags_from_sheet
+from biomarkers.errors import InputError
 from biomarkers.io.atomic import write_parquet
-from biomarkers.io.subjects import check_subject_files, read_subjects
 
 #: File name of a subject's lesion mask inside a masks folder (as the workflow's segment rule writes it).
 MASK_NAME = "{subject_id}_lesions.nii.gz"
@@ -74,29 +73,15 @@ def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: 
     InputError
         A subject's PET, CT or mask file is missing, or an image is on another grid.
     """
-    sheet = read_subjects(subjects_path, required=("subject_id", "cohort", "pet"))
-    rows = sheet[sheet["cohort"] == cohort].reset_index(drop=True)
-    if rows.empty:
-        cohorts = ", ".join(sorted(sheet["cohort"].dropna().unique()))
-        raise SubjectsSheetError(f"no subject in cohort {cohort!r} (cohorts: {cohorts})", path=subjects_path)
-    check_subject_files(rows, ["pet", "ct"] if use_ct else ["pet"], subjects_path)
-    mask_paths = [lesion_mask_path(masks, sid) for sid in rows["subject_id"]]
-    for sid, path in zip(rows["subject_id"], mask_paths):
-        if not path.is_file():
-            raise InputError("lesion mask does not exist; segment the subject first", sid, path)
     channels = ("pet",) + (("ct",) if use_ct else ()) + (("mask",) if mask_channel else ())
     spec = PatchSpec(tuple(size_mm), tuple(shape), channels)
-    parts, used, empty = [], [], []
-    for row, mask_path in zip(rows.itertuples(index=False), mask_paths):
-        patches, ids = subject_patches(row.pet, row.ct if use_ct else None, mask_path, row.subject_id, spec)
-        if ids:
-            parts.append(patches)
-            used.append(row.subject_id)
-        else:
-            empty.append(row.subject_id)
-    if not parts:
+    bags = bags_from_sheet(subjects_path, cohort, masks, spec, progress=False)
+    with_lesions = set(bags.subject_id)
+    used = [sid for sid in bags.subjects if sid in with_lesions]
+    empty = [sid for sid in bags.subjects if sid not in with_lesions]
+    if not used:
         raise InputError(f"no lesion in any mask of cohort {cohort!r}; nothing to train on", path=masks)
-    x = np.concatenate(parts)
+    x = bags.patches
     model, history = train_autoencoder(x, latent, epochs, batch_size, lr, seed, device, width, channels)
     training = training_record(epochs, batch_size, lr, seed, device, len(x))
     training.update(cohort=cohort, subjects_without_lesions=empty)

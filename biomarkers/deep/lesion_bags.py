@@ -161,7 +161,7 @@ def bags_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, s
     paths = {row.subject_id: lesion_mask_path(masks, row.subject_id) for row in members.itertuples(index=False)}
     for sid, mask in paths.items():
         if not mask.is_file():
-            raise InputError("lesion mask does not exist", sid, mask)
+            raise InputError("lesion mask does not exist; segment the subject first", sid, mask)
     patches, sids, lesion_ids = [], [], []
     for row in tqdm(list(members.itertuples(index=False)), desc=f"lesion patches {cohort}", unit="subject",
                     disable=not progress):
