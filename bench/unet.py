@@ -58,6 +58,7 @@ def load_cases(args: argparse.Namespace) -> tuple[list, str]:
     sheet = read_subjects(args.subjects, required=["subject_id", "cohort", "pet", "ct", "mask"])
     rows = sheet[sheet["cohort"] == args.cohort].head(args.volumes)
     cases = [read_case(r.pet, r.ct, r.mask, r.subject_id) for r in rows.itertuples(index=False)]
+    cases = [(c.suv, c.hu, c.lesions) for c in cases]
     shapes = ", ".join(" x ".join(map(str, c[0].shape[::-1])) for c in cases)
     return cases, f"{len(cases)} {args.cohort} subjects of {args.subjects} ({shapes} x y z)"
 

@@ -121,42 +121,68 @@ def resample(image: Path = typer.Argument(..., help="Image to move (e.g. the CT)
 @user_errors
 def segment(pet: Path = typer.Option(..., help="SUV image."),
             out: Path = typer.Option(..., help="Labelled lesion mask to write."),
-            method: str = typer.Option("relative", help="fixed | relative | relative-maxima | percist | unet"),
+            method: str = typer.Option("relative", help="fixed | relative | relative-maxima | percist | unet | reference"),
             model: Optional[Path] = typer.Option(None, help="unet: the checkpoint written by `train-unet`."),
             ct: Optional[Path] = typer.Option(None, help="unet: CT on the PET grid (when the model was trained with CT)."),
             probability: float = typer.Option(0.5, help="unet: lesion probability threshold."),
+            organs_out: Optional[Path] = typer.Option(None, help="unet: also write the predicted organ label image "
+                                                                 "(an organ-aware network)."),
+            tta: bool = typer.Option(False, help="unet: average with the left-right mirrored prediction."),
+            reference: Optional[Path] = typer.Option(None, help="reference: the expert lesion mask (label image, "
+                                                                "DICOM-SEG or RTSTRUCT)."),
             threshold: float = typer.Option(2.5, help="SUV threshold (fixed) or candidate/seed threshold (relative methods)."),
             fraction: float = typer.Option(0.41, help="Fraction of each region's or seed's SUVmax (relative methods)."),
             seed_radius_mm: float = typer.Option(6.0, help="relative-maxima: a seed is the hottest voxel within this radius."),
             liver_label: int = typer.Option(2, help="percist: the liver's label in --organs."),
             min_volume_ml: float = typer.Option(0.5, help="Smallest lesion kept, in mL."),
             organs: Optional[Path] = typer.Option(None, help="Organ label image of physiological uptake to exclude."),
+            check_organs: Optional[Path] = typer.Option(None, help="Organ label image the plausibility check "
+                                                                   "measures the lesions against (default --organs)."),
+            max_total_ml: float = typer.Option(1000.0, help="Warn when the lesions add up to more than this (mL)."),
             subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
-    """Lesion segmentation (threshold family or 3D U-Net): a labelled lesion mask (1..n, 0 background)."""
+    """Lesion segmentation (threshold family, 3D U-Net or the reference mask): a labelled lesion mask
+    (1..n, 0 background). Warns when the lesions lie in organs or add up to an implausible volume."""
     import numpy as np
 
+    from biomarkers.io.images import like, read_image, read_image_pair, spacing_zyx_mm, to_array, write_image
+    from biomarkers.segment.plausibility import check_segmentation
+
+    sid = subject_id or None
     if method == "unet":
         from biomarkers.deep.unet_cli import segment_with_unet
 
         if model is None:
             raise ValueError("--method unet needs --model CHECKPOINT (from `biomarkers train-unet`)")
-        n = segment_with_unet(pet, ct, model, out, probability, min_volume_ml, subject_id=subject_id or None)
-        typer.echo(f"{subject_id or pet.name}: {n} lesion(s)")
-        return
+        segment_with_unet(pet, ct, model, out, probability, min_volume_ml, subject_id=sid,
+                          organs_out=organs_out, flips=[(2,)] if tta else [])
+        image, labels = read_image_pair(pet, out, sid)
+        labels = to_array(labels)
+    elif method == "reference":
+        from biomarkers.segment.reference import reference_lesions
 
-    from biomarkers.io.images import like, read_image, read_image_pair, spacing_zyx_mm, to_array, write_image
-    from biomarkers.segment import segment_lesions
-
-    sid = subject_id or None
-    if organs is not None:
-        image, organ_image = read_image_pair(pet, organs, sid)
-        organ_array = to_array(organ_image)
+        if reference is None:
+            raise ValueError("--method reference needs --reference MASK (the expert lesion mask)")
+        labels, image = reference_lesions(pet, reference, min_volume_ml, sid)
+        write_image(like(labels, image), out)
     else:
-        image, organ_array = read_image(pet, sid), None
-    labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
-                             fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
-    write_image(like(labels, image), out)
-    typer.echo(f"{subject_id or pet.name}: {int(labels.max())} lesion(s)")
+        from biomarkers.segment import segment_lesions
+
+        if organs is not None:
+            image, organ_image = read_image_pair(pet, organs, sid)
+            organ_array = to_array(organ_image)
+        else:
+            image, organ_array = read_image(pet, sid), None
+        labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
+                                 fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
+        write_image(like(labels, image), out)
+    check_path = check_organs or organs
+    check = check_segmentation(labels, spacing_zyx_mm(image),
+                               None if check_path is None else to_array(read_image_pair(pet, check_path, sid)[1]),
+                               max_total_ml=max_total_ml)
+    if check.flagged:
+        typer.echo(f"biomarkers segment: warning: {'subject ' + sid + ', ' if sid else ''}file {out}: "
+                   f"{'; '.join(check.reasons)}: check the segmentation (organ masks, method)", err=True)
+    typer.echo(f"{subject_id or pet.name}: {int(labels.max())} lesion(s), {check.total_ml:.1f} mL")
 
 
 @app.command("train-unet")
@@ -170,6 +196,10 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                base_channels: int = typer.Option(8, help="Channels of the first level (doubled per level)."),
                patch: int = typer.Option(48, help="Patch edge in voxels."),
                use_ct: bool = typer.Option(True, help="Two channels (PET and CT); --no-use-ct for PET alone."),
+               use_organs: Optional[bool] = typer.Option(None, help="Learn the sheet's organ masks too (organ-aware "
+                                                                    "network); default: when the sheet has organs."),
+               spacing_mm: float = typer.Option(4.0, help="Isotropic voxel spacing the network works at (images "
+                                                          "are resampled to it); 0: each image's own grid."),
                lr: float = typer.Option(1e-3, help="AdamW learning rate."),
                lesion_fraction: float = typer.Option(0.5, help="Share of patches centred on a lesion voxel."),
                hot_fraction: float = typer.Option(0.0, help="Share of the other patches centred on hot (SUV >= 2.5) "
@@ -184,7 +214,8 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
     history = train_unet_from_sheet(subjects, cohort, out, epochs, patches_per_epoch, seed, use_ct,
                                     batch_size=batch_size, lr=lr, device=device, patch_size=(patch, patch, patch),
                                     base_channels=base_channels, lesion_fraction=lesion_fraction,
-                                    hot_fraction=hot_fraction)
+                                    hot_fraction=hot_fraction, use_organs=use_organs,
+                                    spacing_mm=(spacing_mm,) * 3 if spacing_mm > 0 else None)
     typer.echo(f"trained {epochs} epoch(s); loss {history[0]:.4f} -> {history[-1]:.4f}; {out}")
 
 
@@ -263,15 +294,30 @@ def segment_quality(subjects: Path = typer.Option(..., help="Subjects sheet with
                     without_organs: bool = typer.Option(False, help="Also score each threshold method without the "
                                                                     "organ masks (named '<method> -organs')."),
                     predicted: List[str] = typer.Option([], help="NAME=PATTERN: another method's label images, "
-                                                                 "{subject} in the path (e.g. the U-Net's); repeatable.")) -> None:
+                                                                 "{subject} in the path (e.g. the U-Net's); repeatable."),
+                    predicted_organs: List[str] = typer.Option([], help="NAME=PATTERN: a method's organ label images; "
+                                                                        "thresholds run with them too ('<method> "
+                                                                        "+NAME-organs'); repeatable."),
+                    organ_dice: Optional[Path] = typer.Option(None, help="Mean Dice per organ of --predicted-organs "
+                                                                         "against the sheet's organs (TSV).")) -> None:
     """Score segmentation methods against reference masks (autoPET Dice, FP and FN volume)."""
     from biomarkers.io.atomic import write_tsv
-    from biomarkers.segment.compare import compare_methods
+    from biomarkers.segment.compare import compare_methods, organ_scores
     from biomarkers.segment.quality import summarise
 
+    organ_patterns = _key_values(predicted_organs, "--predicted-organs NAME=PATTERN")
     cases = compare_methods(subjects, cohort, method, threshold, min_volume_ml, exclude_organs, progress=True,
                             predicted=_key_values(predicted, "--predicted NAME=PATTERN"),
-                            without_organs=without_organs)
+                            without_organs=without_organs, predicted_organs=organ_patterns)
+    if organ_dice is not None:
+        import pandas as pd
+
+        tables = [organ_scores(subjects, cohort, name, pattern) for name, pattern in organ_patterns.items()]
+        per_case = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["method"])
+        organ_table = per_case.drop(columns=["subject_id", "center"], errors="ignore").groupby("method").mean()
+        organ_table.insert(0, "cases", per_case.groupby("method").size())
+        organ_table.insert(0, "cohort", cohort)
+        write_tsv(organ_table.reset_index(), organ_dice, float_format="%.4g")
     write_tsv(cases, out)
     table = summarise(cases)
     if summary is not None:

@@ -14,6 +14,12 @@ window, every window would agree and blending would return the whole-volume pred
 exactly. The U-Net's receptive field is larger than a window and its instance norm uses the
 window's statistics, so the two differ a little near window borders; blending down-weights
 those borders.
+
+A network with one output logit gives lesion probabilities (sigmoid); one with several gives
+class probabilities (softmax over the channels). Test-time augmentation (``flips``) averages the
+probabilities of the volume and of its mirror images, each flipped back. For a network working
+at a fixed spacing (:mod:`biomarkers.deep.spacing`) :func:`unet_predict` resamples the input to
+it and the probabilities back to the image's own grid.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from torch import nn
 
 from biomarkers.deep.normalise import input_channels
 from biomarkers.deep.patches import background_values
+from biomarkers.deep.spacing import resample_channels, target_shape
 from biomarkers.segment.threshold import label_components
 
 BLENDINGS = ("gaussian", "linear")
@@ -59,16 +66,17 @@ def blending_weights(window: Sequence[int], blending: str = "gaussian") -> np.nd
 def sliding_window_probabilities(channels: np.ndarray, model: nn.Module, window: Sequence[int] = (48, 48, 48),
                                  overlap: float = 0.5, batch_size: int = 2, blending: str = "gaussian",
                                  device: str | torch.device | None = None,
-                                 pad_values: Sequence[float] | None = None) -> np.ndarray:
-    """Lesion probability map of a whole volume.
+                                 pad_values: Sequence[float] | None = None,
+                                 flips: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """Lesion (or class) probability map of a whole volume.
 
     Parameters
     ----------
     channels : ndarray
         Normalised input channels (C, z, y, x).
     model : torch.nn.Module
-        Maps (N, C, *window) to logits (N, 1, *window); put in eval mode (its mode is
-        restored afterwards).
+        Maps (N, C, *window) to logits (N, K, *window); put in eval mode (its mode is
+        restored afterwards). K = 1: sigmoid; K > 1: softmax over the K channels.
     window : sequence of int
         Window size in voxels; use the training patch size.
     overlap : float
@@ -81,11 +89,24 @@ def sliding_window_probabilities(channels: np.ndarray, model: nn.Module, window:
         Where to run; default the device of the model's parameters.
     pad_values : sequence of float, optional
         Value per channel outside the image; default the channels' backgrounds.
+    flips : sequence of sequence of int
+        Test-time augmentation: for each entry (spatial axes 0, 1, 2 = z, y, x) the volume is
+        also predicted mirrored along those axes, and the probabilities are averaged.
 
     Returns
     -------
-    ndarray of float32, shape (z, y, x)
+    ndarray of float32, shape (z, y, x) for K = 1, else (K, z, y, x)
     """
+    if flips:
+        runs = [()] + [tuple(int(a) for a in f) for f in flips]
+        total = None
+        for axes in runs:
+            flipped = np.flip(channels, axis=tuple(a + 1 for a in axes)) if axes else channels
+            p = sliding_window_probabilities(np.ascontiguousarray(flipped), model, window, overlap, batch_size,
+                                             blending, device, pad_values)
+            p = np.flip(p, axis=tuple(a + p.ndim - 3 for a in axes)) if axes else p
+            total = p.astype(np.float64) if total is None else total + p
+        return np.ascontiguousarray(total / len(runs), dtype=np.float32)
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     channels = np.asarray(channels, dtype=np.float32)
@@ -102,7 +123,7 @@ def sliding_window_probabilities(channels: np.ndarray, model: nn.Module, window:
     padded[(slice(None), *(slice(0, s) for s in shape))] = channels
     volume = torch.from_numpy(padded).to(device)
     weights = torch.from_numpy(blending_weights(window, blending)).to(device)
-    total = torch.zeros(padded_shape, dtype=torch.float32, device=device)
+    total = None
     norm = torch.zeros(padded_shape, dtype=torch.float32, device=device)
     boxes = [tuple(slice(a, a + w) for a, w in zip(start, window)) for start in _grid(padded_shape, window, overlap)]
     was_training = model.training
@@ -112,13 +133,17 @@ def sliding_window_probabilities(channels: np.ndarray, model: nn.Module, window:
             for i in range(0, len(boxes), batch_size):
                 chunk = boxes[i:i + batch_size]
                 x = torch.stack([volume[(slice(None), *box)] for box in chunk])
-                prob = torch.sigmoid(model(x)[:, 0])
+                logits = model(x)
+                prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+                if total is None:
+                    total = torch.zeros((prob.shape[1], *padded_shape), dtype=torch.float32, device=device)
                 for box, p in zip(chunk, prob):
-                    total[box] += p * weights
+                    total[(slice(None), *box)] += p * weights
                     norm[box] += weights
     finally:
         model.train(was_training)
-    out = (total / norm)[tuple(slice(0, s) for s in shape)]
+    out = (total / norm)[(slice(None), *(slice(0, s) for s in shape))]
+    out = out[0] if out.shape[0] == 1 else out
     return np.ascontiguousarray(out.cpu().numpy())
 
 
@@ -137,32 +162,91 @@ def label_lesions(probability: np.ndarray, spacing_mm: Sequence[float], threshol
     return label_components(probability >= threshold, spacing_mm, min_volume_ml)
 
 
-def unet_segment(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[float], model: nn.Module,
-                 threshold: float = 0.5, min_volume_ml: float = 0.5, *, window: Sequence[int] = (48, 48, 48),
-                 overlap: float = 0.5, batch_size: int = 2, blending: str = "gaussian",
-                 device: str | torch.device | None = None) -> np.ndarray:
-    """Labelled lesion mask (uint16, 1..n, 0 background) of one PET (and CT) volume.
+def unet_predict(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[float], model: nn.Module,
+                 info: dict, *, overlap: float = 0.5, batch_size: int = 2, blending: str = "gaussian",
+                 flips: Sequence[Sequence[int]] = (), device: str | torch.device | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Lesion probability and, for an organ-aware network, organ class probabilities of one volume.
 
     Parameters
     ----------
     suv, hu : ndarray
         SUV and HU volumes (z, y, x) on the same grid; ``hu`` is None for a PET-only model.
     spacing_mm : sequence of float
-        Voxel spacing (z, y, x), for ``min_volume_ml``.
+        Voxel spacing (z, y, x) of the volumes.
     model : torch.nn.Module
         A trained :class:`~biomarkers.deep.unet.UNet3D`.
-    threshold : float
-        Probability at or above which a voxel is lesion.
-    min_volume_ml : float
-        Smaller components are dropped.
-    window, overlap, batch_size, blending, device
-        See :func:`sliding_window_probabilities`; ``window`` should be the training patch size.
+    info : dict
+        Its checkpoint record (:func:`biomarkers.deep.unet_train.load_unet`): ``patch_size``
+        (the window), ``classes``, ``spacing_mm`` (None: the volume's own grid).
+    overlap, batch_size, blending, flips, device
+        See :func:`sliding_window_probabilities`.
+
+    Returns
+    -------
+    lesion : ndarray of float32 (z, y, x)
+        Lesion probability on the volume's grid.
+    classes : ndarray of float32 (K, z, y, x) or None
+        Probability of every class of ``info["classes"]`` (None for a lesion-only network).
     """
     expected = getattr(model, "in_channels", None)
     given = 1 if hu is None else 2
     if expected is not None and expected != given:
         raise ValueError(f"the model takes {expected} input channel(s) but {given} were given "
                          f"({'PET and CT' if expected == 2 else 'PET only'} expected)")
-    probability = sliding_window_probabilities(input_channels(suv, hu), model, window, overlap, batch_size,
-                                               blending, device)
-    return label_lesions(probability, spacing_mm, threshold, min_volume_ml)
+    channels = input_channels(suv, hu)
+    shape = channels.shape[1:]
+    work = info.get("spacing_mm")
+    if work is not None:
+        channels = resample_channels(channels, target_shape(shape, spacing_mm, work))
+    probability = sliding_window_probabilities(channels, model, info["patch_size"], overlap, batch_size,
+                                               blending, device, flips=flips)
+    if probability.ndim == 3:
+        probability = probability[None]
+    if work is not None:
+        probability = np.clip(resample_channels(probability, shape), 0.0, 1.0)
+    if probability.shape[0] == 1:
+        return probability[0], None
+    return probability[-1], probability
+
+
+def organ_labels(classes: np.ndarray, lesions: np.ndarray, organ_labels_of_classes: Sequence[int]) -> np.ndarray:
+    """Organ label image (uint8) from class probabilities: each voxel's most probable class, written
+    as its organ label (0 for background and lesion), and 0 on the lesion mask, as in the
+    organ convention of :mod:`biomarkers.segment.organs` (a lesion voxel is not an organ voxel)."""
+    best = np.argmax(classes, axis=0)
+    lookup = np.zeros(classes.shape[0], np.uint8)
+    lookup[1:1 + len(organ_labels_of_classes)] = organ_labels_of_classes
+    out = lookup[best]
+    out[np.asarray(lesions) > 0] = 0
+    return out
+
+
+def unet_segment(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[float], model: nn.Module,
+                 threshold: float = 0.5, min_volume_ml: float = 0.5, *, window: Sequence[int] = (48, 48, 48),
+                 overlap: float = 0.5, batch_size: int = 2, blending: str = "gaussian",
+                 device: str | torch.device | None = None, info: dict | None = None,
+                 flips: Sequence[Sequence[int]] = ()) -> np.ndarray:
+    """Labelled lesion mask (uint16, 1..n, 0 background) of one PET (and CT) volume.
+
+    Parameters
+    ----------
+    suv, hu, spacing_mm, model
+        See :func:`unet_predict`.
+    threshold : float
+        Probability at or above which a voxel is lesion.
+    min_volume_ml : float
+        Smaller components are dropped.
+    window : sequence of int
+        The training patch size; used when ``info`` is not given (a lesion-only network on the
+        volume's own grid).
+    info : dict, optional
+        The checkpoint record; see :func:`unet_predict`.
+    overlap, batch_size, blending, device, flips
+        See :func:`sliding_window_probabilities`.
+    """
+    if info is None:
+        info = {"patch_size": list(window), "classes": ["lesion"], "spacing_mm": None}
+    lesion, _ = unet_predict(suv, hu, spacing_mm, model, info, overlap=overlap, batch_size=batch_size,
+                             blending=blending, flips=flips, device=device)
+    return label_lesions(lesion, spacing_mm, threshold, min_volume_ml)

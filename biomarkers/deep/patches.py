@@ -156,11 +156,14 @@ class PatchSampler:
         SUV >= ``hot_suv`` (when any case has one); 0 draws all of them uniformly.
     hot_suv : float
         SUV from which a non-lesion voxel counts as hot.
+    lesion_class : int, optional
+        Labels are class images (e.g. organs and lesion) kept as they are, and this value
+        marks lesion voxels; None (default) makes every non-zero label voxel lesion (0/1).
     """
 
     def __init__(self, cases: Sequence[tuple[np.ndarray, np.ndarray]], patch_size: Sequence[int] = (48, 48, 48),
                  lesion_fraction: float = 0.5, augmentation: Augmentation = Augmentation(),
-                 hot_fraction: float = 0.0, hot_suv: float = 2.5) -> None:
+                 hot_fraction: float = 0.0, hot_suv: float = 2.5, lesion_class: int | None = None) -> None:
         if not cases:
             raise ValueError("no training cases")
         if not 0.0 <= lesion_fraction <= 1.0:
@@ -175,17 +178,21 @@ class PatchSampler:
         for channels, label in cases:
             if channels.shape[1:] != label.shape:
                 raise ValueError(f"label shape {label.shape} differs from image shape {channels.shape[1:]}")
-        self.cases = [(channels, (np.asarray(label) > 0).view(np.uint8)) for channels, label in cases]
+        if lesion_class is None:
+            self.cases = [(channels, (np.asarray(label) > 0).view(np.uint8)) for channels, label in cases]
+            lesion_class = 1
+        else:
+            self.cases = [(channels, np.asarray(label).astype(np.uint8, copy=False)) for channels, label in cases]
         self.patch_size = tuple(int(p) for p in patch_size)
         self.lesion_fraction = float(lesion_fraction)
         self.augmentation = augmentation
-        self._lesion_voxels = [np.flatnonzero(label) for _, label in self.cases]
+        self._lesion_voxels = [np.flatnonzero(label == lesion_class) for _, label in self.cases]
         self._with_lesions = [i for i, v in enumerate(self._lesion_voxels) if v.size]
         self.hot_fraction = float(hot_fraction)
         self._hot_voxels: list[np.ndarray] = []
         if self.hot_fraction > 0:
             level = pet_channel(np.float32(hot_suv))
-            self._hot_voxels = [np.flatnonzero((c[0] >= level) & (label == 0)) for c, label in self.cases]
+            self._hot_voxels = [np.flatnonzero((c[0] >= level) & (label != lesion_class)) for c, label in self.cases]
         self._with_hot = [i for i, v in enumerate(self._hot_voxels) if v.size]
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:

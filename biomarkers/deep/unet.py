@@ -9,7 +9,11 @@ Layout (``depth`` = number of downsamplings, ``c`` = ``base_channels``)::
       ...                                                 |                    |
       bottleneck: block(2^(depth-1) c -> 2^depth c)       |                    |
       up:  2x2x2 transposed conv, stride 2, concatenate the skip, block ...    |
-      head: 1x1x1 conv -> 1 logit (lesion vs background) <---------------------'
+      head: 1x1x1 conv -> n_classes logits <-----------------------------------'
+
+``n_classes = 1``: one lesion logit (sigmoid; lesion vs background). ``n_classes > 1``: one
+logit per class (softmax), e.g. background, the physiological organs and lesion for the
+organ-aware network of :mod:`biomarkers.deep.unet_train`.
 
 A block is two ``3x3x3 conv -> instance norm (affine) -> leaky ReLU`` units, followed by
 channel dropout when ``dropout > 0``. Instance norm, not batch norm: training batches hold
@@ -48,7 +52,7 @@ class ConvBlock(nn.Sequential):
 
 
 class UNet3D(nn.Module):
-    """3D U-Net with one output logit channel (see the module docstring).
+    """3D U-Net with ``n_classes`` output logit channels (see the module docstring).
 
     Parameters
     ----------
@@ -62,18 +66,20 @@ class UNet3D(nn.Module):
         feature maps at ``1 / 2**depth`` of the input resolution).
     dropout : float
         Channel dropout after every block (0 disables it).
+    n_classes : int
+        Output logits: 1 (lesion, sigmoid) or one per class (softmax).
     """
 
     def __init__(self, in_channels: int = 2, base_channels: int = 8, depth: int = 3,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, n_classes: int = 1) -> None:
         super().__init__()
-        if in_channels < 1 or base_channels < 1 or depth < 1:
-            raise ValueError(f"in_channels, base_channels and depth must be positive, got "
-                             f"{in_channels}, {base_channels}, {depth}")
+        if in_channels < 1 or base_channels < 1 or depth < 1 or n_classes < 1:
+            raise ValueError(f"in_channels, base_channels, depth and n_classes must be positive, got "
+                             f"{in_channels}, {base_channels}, {depth}, {n_classes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.in_channels, self.base_channels = int(in_channels), int(base_channels)
-        self.depth, self.dropout = int(depth), float(dropout)
+        self.depth, self.dropout, self.n_classes = int(depth), float(dropout), int(n_classes)
         widths = [self.base_channels * 2**i for i in range(self.depth + 1)]
         self.encoder = nn.ModuleList([ConvBlock(self.in_channels, widths[0], self.dropout)])
         self.down = nn.ModuleList()
@@ -85,12 +91,15 @@ class UNet3D(nn.Module):
         for i in reversed(range(self.depth)):
             self.up.append(nn.ConvTranspose3d(widths[i + 1], widths[i], kernel_size=2, stride=2, bias=False))
             self.decoder.append(ConvBlock(2 * widths[i], widths[i], self.dropout))
-        self.head = nn.Conv3d(widths[0], 1, kernel_size=1)
+        self.head = nn.Conv3d(widths[0], self.n_classes, kernel_size=1)
 
     def config(self) -> dict:
         """The constructor arguments, as stored in checkpoints."""
-        return {"in_channels": self.in_channels, "base_channels": self.base_channels,
-                "depth": self.depth, "dropout": self.dropout}
+        config = {"in_channels": self.in_channels, "base_channels": self.base_channels,
+                  "depth": self.depth, "dropout": self.dropout}
+        if self.n_classes != 1:  # lesion-only networks keep the configuration they always had
+            config["n_classes"] = self.n_classes
+        return config
 
     @property
     def size_multiple(self) -> int:
@@ -123,7 +132,7 @@ class UNet3D(nn.Module):
         return self._encode(self._pad(x)[0])[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Lesion logits ``(N, 1, z, y, x)`` for input ``(N, in_channels, z, y, x)``."""
+        """Logits ``(N, n_classes, z, y, x)`` for input ``(N, in_channels, z, y, x)``."""
         x, (sz, sy, sx) = self._pad(x)
         h, skips = self._encode(x)
         for up, block, skip in zip(self.up, self.decoder, reversed(skips)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from biomarkers.deep.infer import unet_segment
+from biomarkers.deep.infer import label_lesions, organ_labels, unet_predict
 from biomarkers.deep.unet_train import load_unet, read_case, resolve_device, train_unet
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, like, read_image, spacing_zyx_mm, to_array, write_image
@@ -20,7 +20,8 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
                           lr: float = 1e-3, device: str = "auto", patch_size: Sequence[int] = (48, 48, 48),
                           base_channels: int = 8, depth: int = 3, dropout: float = 0.0,
                           lesion_fraction: float = 0.5, hot_fraction: float = 0.0,
-                          progress: bool = True) -> list[float]:
+                          progress: bool = True, use_organs: bool | None = None,
+                          spacing_mm: Sequence[float] | None = None) -> list[float]:
     """Train the U-Net on the reference lesion masks of one cohort of a subjects sheet.
 
     Parameters
@@ -37,6 +38,11 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
         See :func:`biomarkers.deep.unet_train.train_unet`.
     use_ct : bool
         Train on PET and CT (two channels) or on PET alone.
+    use_organs : bool, optional
+        Train the organ-aware network on the sheet's ``organs`` masks as well; None (default)
+        does so when the sheet has an ``organs`` column, False trains on the lesions alone.
+    spacing_mm : sequence of float, optional
+        Voxel spacing (z, y, x) the network works at; None: each image's own grid.
 
     Returns
     -------
@@ -52,23 +58,30 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     """
     columns = ["pet", "mask"] + (["ct"] if use_ct else [])
     sheet = read_subjects(subjects_path, required=["subject_id", "cohort", *columns])
+    if use_organs is None:
+        use_organs = "organs" in sheet.columns
+    if use_organs:
+        sheet = read_subjects(subjects_path, required=["subject_id", "cohort", *columns, "organs"])
+        columns.append("organs")
     members = sheet[sheet["cohort"] == cohort]
     if members.empty:
         found = ", ".join(sorted(sheet["cohort"].dropna().unique())) or "none"
         raise SubjectsSheetError(f"no subject in cohort {cohort!r} (cohorts: {found})", path=subjects_path)
     check_subject_files(members, columns, subjects_path)
-    cases = [read_case(row.pet, row.ct if use_ct else None, row.mask, row.subject_id)
+    cases = [read_case(row.pet, row.ct if use_ct else None, row.mask, row.subject_id,
+                       row.organs if use_organs else None)
              for row in members.itertuples(index=False)]
     return train_unet(cases, out, epochs, patches_per_epoch, batch_size, lr, seed, device, patch_size,
                       base_channels=base_channels, depth=depth, dropout=dropout,
                       lesion_fraction=lesion_fraction, hot_fraction=hot_fraction,
-                      case_ids=list(members["subject_id"]), progress=progress)
+                      case_ids=list(members["subject_id"]), progress=progress, spacing_mm=spacing_mm)
 
 
 def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_path: str | Path,
                       out_path: str | Path, threshold: float = 0.5, min_volume_ml: float = 0.5, *,
                       device: str = "auto", overlap: float = 0.5, batch_size: int = 2,
-                      subject_id: str | None = None) -> int:
+                      subject_id: str | None = None, organs_out: str | Path | None = None,
+                      flips: Sequence[Sequence[int]] = ()) -> int:
     """Segment lesions of one PET (and CT) volume with a trained U-Net; write the label image.
 
     Parameters
@@ -91,6 +104,11 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
         Sliding-window settings (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
     subject_id : str, optional
         Used in error messages.
+    organs_out : str or Path, optional
+        Also write the predicted organ label image (labels of :mod:`biomarkers.segment.organs`,
+        0 on the lesions); the network must be organ-aware.
+    flips : sequence of sequence of int
+        Test-time mirroring (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
 
     Returns
     -------
@@ -98,6 +116,9 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
         Number of lesions written.
     """
     model, info = load_unet(model_path, str(resolve_device(device)))
+    if organs_out is not None and not info["organ_labels"]:
+        raise InputError("this U-Net was trained on lesions alone and predicts no organs; train it on a sheet "
+                         "with an organs column, or leave out the organ output", subject_id, model_path)
     needs_ct = model.in_channels == 2
     if needs_ct and ct_path is None:
         raise InputError(f"the U-Net in {model_path} was trained on PET and CT; give the CT", subject_id, pet_path)
@@ -110,7 +131,11 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
         ct = read_image(ct_path, subject_id)
         check_same_geometry(pet, ct, pet_path, ct_path, subject_id)
         hu = to_array(ct)
-    labels = unet_segment(to_array(pet), hu, spacing_zyx_mm(pet), model, threshold, min_volume_ml,
-                          window=info["patch_size"], overlap=overlap, batch_size=batch_size)
+    spacing = spacing_zyx_mm(pet)
+    lesion, classes = unet_predict(to_array(pet), hu, spacing, model, info, overlap=overlap,
+                                   batch_size=batch_size, flips=flips)
+    labels = label_lesions(lesion, spacing, threshold, min_volume_ml)
+    if organs_out is not None:
+        write_image(like(organ_labels(classes, labels, info["organ_labels"]), pet), organs_out)
     write_image(like(labels, pet), out_path)
     return int(labels.max())

@@ -15,12 +15,26 @@ from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
 from biomarkers.io.masks import read_mask
 from biomarkers.io.subjects import check_subject_files, read_subjects
+from biomarkers.segment.organs import organ_dice
+from biomarkers.segment.plausibility import check_segmentation
 from biomarkers.segment.quality import autopet_metrics
 from biomarkers.segment.threshold import METHODS, segment_lesions
 
 
 #: Suffix of a threshold method's name when it ran without the organ masks.
 NO_ORGANS = " -organs"
+#: Suffix of a threshold method's name when it ran with the organs predicted by method NAME.
+PREDICTED_ORGANS = " +{name}-organs"
+
+
+def _predicted_image(name: str, pattern: str, sid: str, pet, pet_path) -> np.ndarray:
+    """One subject's label image of a predicted method (lesions or organs), on the PET grid."""
+    path = Path(pattern.replace("{subject}", str(sid)))
+    if not path.is_file():
+        raise InputError(f"no {name} segmentation", sid, path)
+    image = read_image(path, sid)
+    check_same_geometry(pet, image, pet_path, path, sid)
+    return to_array(image)
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -45,7 +59,8 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[str], threshold_suv: float = 2.5,
                     min_volume_ml: float = 0.5, exclude_organs: bool = True, progress: bool = False,
-                    predicted: Mapping[str, str] | None = None, without_organs: bool = False) -> pd.DataFrame:
+                    predicted: Mapping[str, str] | None = None, without_organs: bool = False,
+                    predicted_organs: Mapping[str, str] | None = None) -> pd.DataFrame:
     """autoPET metrics of every method on every subject of ``cohort`` with a reference ``mask``.
 
     With ``exclude_organs`` the threshold methods drop the uptake inside the sheet's organ
@@ -56,9 +71,16 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
     The reference may be a label image on the PET grid, a DICOM-SEG or an RTSTRUCT.
     ``predicted`` maps a method name to a path pattern of its label images with ``{subject}``
     (e.g. ``results/unet/{subject}_lesions.nii.gz``); each must lie on the PET grid.
+    ``predicted_organs`` maps a method name to a pattern of its organ label images: every
+    threshold method (PERCIST included: the liver is predicted too) runs once more excluding
+    those organs, named ``<spec>`` + :data:`PREDICTED_ORGANS`.
 
-    Returns one row per subject and method: ``subject_id``, ``center``, ``method``, then the
-    columns of :func:`biomarkers.segment.quality.autopet_metrics`.
+    Returns one row per subject and method: ``subject_id``, ``center``, ``method``, ``organs``
+    (what the method knew of the anatomy: ``oracle`` = the sheet's organ masks, ``none``,
+    ``predicted``, or ``learnt`` for a predicted segmentation), the columns of
+    :func:`biomarkers.segment.quality.autopet_metrics`, then ``organ_share`` and ``flagged`` of
+    :func:`biomarkers.segment.plausibility.check_segmentation` (measured against the sheet's
+    organ masks when they are used).
     """
     from tqdm import tqdm
 
@@ -80,21 +102,48 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
             check_same_geometry(pet, organ_image, subj["pet"], subj["organs"], sid)
             organs = to_array(organ_image)
         suv, reference, spacing = to_array(pet).astype(np.float64), to_array(ref), spacing_zyx_mm(pet)
-        runs = [(spec, organs) for spec in parsed]
+        runs = [(spec, organs, "oracle" if exclude_organs else "none") for spec in parsed]
         if without_organs and exclude_organs:
             # PERCIST's threshold is taken in the liver, which only the organ masks give
-            runs += [((spec + NO_ORGANS, name, kwargs), None) for spec, name, kwargs in parsed if name != "percist"]
-        for (spec, name, kwargs), organ_array in runs:
+            runs += [((spec + NO_ORGANS, name, kwargs), None, "none")
+                     for spec, name, kwargs in parsed if name != "percist"]
+        for organ_name, pattern in (predicted_organs or {}).items():
+            guess = _predicted_image(organ_name, pattern, sid, pet, subj["pet"])
+            runs += [((spec + PREDICTED_ORGANS.format(name=organ_name), name, kwargs), guess, "predicted")
+                     for spec, name, kwargs in parsed]
+        outcomes = []
+        for (spec, name, kwargs), organ_array, knew in runs:
             options = {"threshold_suv": threshold_suv, **kwargs}
-            labels = segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml, organs=organ_array, **options)
-            rows.append({"subject_id": sid, "center": subj["center"], "method": spec,
-                         **autopet_metrics(labels, reference, spacing)})
+            outcomes.append((spec, knew, segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml,
+                                                         organs=organ_array, **options)))
         for name, pattern in (predicted or {}).items():
-            path = Path(pattern.replace("{subject}", str(sid)))
-            if not path.is_file():
-                raise InputError(f"no {name} segmentation", sid, path)
-            image = read_image(path, sid)
-            check_same_geometry(pet, image, subj["pet"], path, sid)
-            rows.append({"subject_id": sid, "center": subj["center"], "method": name,
-                         **autopet_metrics(to_array(image), reference, spacing)})
+            outcomes.append((name, "learnt", _predicted_image(name, pattern, sid, pet, subj["pet"])))
+        for spec, knew, labels in outcomes:
+            check = check_segmentation(labels, spacing, organs)
+            rows.append({"subject_id": sid, "center": subj["center"], "method": spec, "organs": knew,
+                         **autopet_metrics(labels, reference, spacing),
+                         "organ_share": check.organ_share, "flagged": check.flagged})
+    return pd.DataFrame(rows)
+
+
+def organ_scores(subjects_path: str | Path, cohort: str, name: str, pattern: str) -> pd.DataFrame:
+    """Dice of each organ of a method's predicted organ images against the sheet's organ masks.
+
+    Returns one row per subject of ``cohort``: ``subject_id``, ``center``, ``method``, then one
+    column per organ of :data:`biomarkers.segment.organs.ORGANS`.
+    """
+    sheet = read_subjects(subjects_path, required=["subject_id", "cohort", "center", "pet", "organs"])
+    members = sheet[sheet["cohort"] == cohort]
+    if members.empty:
+        raise SubjectsSheetError(f"no subject has cohort {cohort!r}", path=subjects_path)
+    check_subject_files(members, ["pet", "organs"], subjects_path)
+    rows = []
+    for _, subj in members.iterrows():
+        sid = subj["subject_id"]
+        pet = read_image(subj["pet"], sid)
+        truth = read_image(subj["organs"], sid)
+        check_same_geometry(pet, truth, subj["pet"], subj["organs"], sid)
+        guess = _predicted_image(name, pattern, sid, pet, subj["pet"])
+        rows.append({"subject_id": sid, "center": subj["center"], "method": name,
+                     **organ_dice(guess, to_array(truth))})
     return pd.DataFrame(rows)

@@ -54,7 +54,13 @@ def autopet_metrics(prediction: np.ndarray, reference: np.ndarray,
 def summarise(per_case: pd.DataFrame, by: str = "method") -> pd.DataFrame:
     """Cohort summary per ``by``: mean and median Dice, mean and median FP/FN volume."""
     grouped = per_case.groupby(by, sort=False)
+    extra = {}
+    if "organs" in per_case:
+        extra["organs"] = grouped["organs"].first()
+    if "flagged" in per_case:
+        extra["flagged"] = grouped["flagged"].sum().astype(int)
     return pd.DataFrame({
+        **extra,
         "cases": grouped.size(),
         "dice_mean": grouped["dice"].mean(),
         "dice_median": grouped["dice"].median(),

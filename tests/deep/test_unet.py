@@ -327,3 +327,117 @@ def test_verbs_name_subject_and_file(tmp_path):
     with pytest.raises(InputError, match=r"subject sub-00, file .*sub-00_ct.nii.gz: ct file does not exist"):
         train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", 1, 2, 0, **TINY)
     assert not (tmp_path / "m.pt").exists()
+
+
+# ---------------------------------------------------------------- organ-aware network, spacing
+
+
+def organ_case(shape=(24, 24, 24), seed=0, spacing=(4.0, 4.0, 4.0)):
+    """A phantom with a hot 'bladder' block (organ label 4, SUV 12) beside a lesion (SUV 8)."""
+    suv, hu, label = phantom(shape=shape, spheres=(((8, 12, 12), 3.0),), seed=seed)
+    organs = np.zeros(shape, np.uint8)
+    organs[14:20, 8:16, 8:16] = 4
+    suv[organs == 4] = 12.0
+    hu[organs == 4] = 5.0
+    from biomarkers.deep.unet_train import Case
+    return Case(suv, hu, label, organs, spacing, f"case-{seed}")
+
+
+def test_resampling_keeps_extent_and_small_labels():
+    from biomarkers.deep.spacing import resample_channels, resample_labels, target_shape
+
+    assert target_shape((160, 52, 72), (4.0, 5.0, 5.0), (4.0, 4.0, 4.0)) == (160, 65, 90)
+    assert target_shape((213, 86, 120), (3.0, 3.0, 3.0), (4.0,) * 3) == (160, 64, 90)
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[10:13, 10:13, 10:13] = 2  # 27 voxels of 3 mm = 0.73 mL
+    down = resample_labels(labels, (23, 23, 23), 3)  # to ~3.9 mm
+    volume = (down == 2).sum() * (90 / 23) ** 3 / 1000
+    assert set(np.unique(down)) == {0, 2} and 0.4 < volume < 1.1
+    ramp = np.broadcast_to(np.arange(30, dtype=np.float32), (1, 30, 30, 30))
+    up = resample_channels(ramp, (30, 30, 60))[0]
+    assert up.shape == (30, 30, 60) and abs(up.mean() - ramp.mean()) < 1e-3  # linear: same mean
+
+
+def test_organ_aware_training_learns_organs_and_lesions(tmp_path):
+    from biomarkers.deep.infer import organ_labels, unet_predict
+    from biomarkers.deep.unet_train import ORGAN_AWARE_CLASSES
+
+    case = organ_case()
+    path = tmp_path / "organs.pt"
+    history = train_unet([case], path, epochs=100, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=3,
+                         device="cpu", patch_size=(16, 16, 16), lesion_fraction=0.5, hot_fraction=0.5,
+                         augmentation=Augmentation.none(), base_channels=8, depth=2, progress=False,
+                         spacing_mm=(4.0, 4.0, 4.0))
+    # cross-entropy ln 7 = 1.95 plus two soft-Dice terms near 1 at initialisation; measured 0.10 at the end
+    assert 3.5 < history[0] < 4.5 and history[-1] < 0.25
+    model, info = load_unet(path)
+    assert info["classes"] == list(ORGAN_AWARE_CLASSES) and info["organ_labels"] == [1, 2, 3, 4, 5]
+    assert info["spacing_mm"] == [4.0, 4.0, 4.0] and model.n_classes == 7
+    lesion, classes = unet_predict(case.suv, case.hu, SPACING_MM, model, info, flips=[(2,)])
+    assert classes.shape == (7, 24, 24, 24) and np.allclose(classes.sum(axis=0), 1.0, atol=1e-4)
+    lesions = label_lesions(lesion, SPACING_MM, 0.5, 0.0)
+    organs = organ_labels(classes, lesions, info["organ_labels"])
+    assert autopet_metrics(lesions, case.lesions, SPACING_MM)["dice"] > 0.85
+    assert dice(organs == 4, case.organs == 4) > 0.9  # the hot block is bladder, not lesion
+    assert not (organs[lesions > 0]).any()  # a lesion voxel is no organ voxel
+
+
+def test_organ_aware_network_at_another_spacing_segments_a_coarser_image(tmp_path):
+    # trained on 4 mm voxels, applied to the same anatomy imaged at 3 mm: the network resamples
+    # the input to its 4 mm and the probabilities back, so the lesion is found at 3 mm too
+    from scipy import ndimage
+
+    from biomarkers.deep.infer import unet_predict
+
+    case = organ_case()
+    path = tmp_path / "organs.pt"
+    train_unet([case], path, epochs=100, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=3, device="cpu",
+               patch_size=(16, 16, 16), hot_fraction=0.5, augmentation=Augmentation.none(), base_channels=8,
+               depth=2, progress=False, spacing_mm=(4.0, 4.0, 4.0))
+    model, info = load_unet(path)
+    fine = [ndimage.zoom(a.astype(np.float32), 4 / 3, order=o, grid_mode=True, mode="nearest")
+            for a, o in ((case.suv, 1), (case.hu, 1), (case.lesions, 0))]
+    lesion, _ = unet_predict(fine[0], fine[1], (3.0, 3.0, 3.0), model, info)
+    assert lesion.shape == fine[0].shape
+    assert autopet_metrics(label_lesions(lesion, (3.0,) * 3, 0.5, 0.0), fine[2], (3.0,) * 3)["dice"] > 0.8
+
+
+def test_training_refuses_mixed_organ_cases():
+    with_organs, without = organ_case(seed=0), organ_case(seed=1)
+    without.organs = None
+    with pytest.raises(ValueError, match="every case or no case must have an organ mask"):
+        train_unet([with_organs, without], None, 1, 2, 2, 1e-3, 0, "cpu", (16, 16, 16), **TINY)
+
+
+def test_verbs_organ_aware_from_sheet_writes_organs(tmp_path):
+    sheet = _sheet(tmp_path)
+    table = pd.read_csv(sheet, sep="\t")
+    for sid in table["subject_id"]:
+        organs = np.zeros((24, 24, 24), np.uint8)
+        organs[16:22, 4:10, 4:10] = 2
+        _write(organs, tmp_path / f"{sid}_organs.nii.gz")
+    table["organs"] = [f"{sid}_organs.nii.gz" for sid in table["subject_id"]]
+    table.to_csv(sheet, sep="\t", index=False)
+    model_path = tmp_path / "unet.pt"
+    train_unet_from_sheet(sheet, "train", model_path, epochs=1, patches_per_epoch=4, seed=0, batch_size=2,
+                          patch_size=(16, 16, 16), device="cpu", spacing_mm=(4.0, 4.0, 4.0), **TINY)
+    _, info = load_unet(model_path)
+    assert info["organ_labels"] == [1, 2, 3, 4, 5]
+    out, organs_out = tmp_path / "lesions.nii.gz", tmp_path / "organs.nii.gz"
+    segment_with_unet(tmp_path / "sub-00_pet.nii.gz", tmp_path / "sub-00_ct.nii.gz", model_path, out,
+                      device="cpu", organs_out=organs_out, flips=[(2,)])
+    assert sitk.ReadImage(str(organs_out)).GetSize() == (24, 24, 24)
+    # a lesion-only network cannot write organs
+    lesion_only = tmp_path / "lesion.pt"
+    train_unet_from_sheet(sheet, "train", lesion_only, epochs=1, patches_per_epoch=4, seed=0, batch_size=2,
+                          patch_size=(16, 16, 16), device="cpu", use_organs=False, **TINY)
+    with pytest.raises(InputError, match="predicts no organs"):
+        segment_with_unet(tmp_path / "sub-00_pet.nii.gz", tmp_path / "sub-00_ct.nii.gz", lesion_only, out,
+                          device="cpu", organs_out=organs_out)
+    bad = np.zeros((24, 24, 24), np.uint8)
+    bad[0, 0, 0] = 9
+    _write(bad, tmp_path / "bad_organs.nii.gz")
+    table.loc[0, "organs"] = "bad_organs.nii.gz"
+    table.to_csv(sheet, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"subject sub-00, file .*bad_organs.nii.gz: organ labels \[9\]"):
+        train_unet_from_sheet(sheet, "train", model_path, 1, 2, 0, device="cpu", **TINY)

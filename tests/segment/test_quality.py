@@ -106,3 +106,89 @@ def test_thresholds_scored_with_and_without_the_organ_masks(tmp_path):
     assert cases.loc["fixed:2.5", "dice"] == pytest.approx(1.0)
     assert cases.loc["fixed:2.5 -organs", "fp_volume_ml"] == pytest.approx(216 * 0.064)
     assert cases.loc["fixed:2.5 -organs", "dice"] == pytest.approx(2 * 64 / (64 + 64 + 216))
+    # the plausibility check against the sheet's organs flags the organ-less run only
+    assert cases.loc["fixed:2.5 -organs", "organ_share"] == pytest.approx(216 / 280)
+    assert bool(cases.loc["fixed:2.5 -organs", "flagged"]) and not cases.loc["fixed:2.5", "flagged"]
+    assert cases.loc["fixed:2.5", "organs"] == "oracle" and cases.loc["fixed:2.5 -organs", "organs"] == "none"
+
+
+def _organ_study(tmp_path):
+    """One subject: a lesion (SUV 8), a hot 'brain' (SUV 6, label 1) and a 'liver' (label 2), and a
+    predicted organ image that finds the brain shifted by one voxel and misses nothing else."""
+    import SimpleITK as sitk
+
+    suv = np.ones((12, 12, 24), np.float32)
+    ref, organs = np.zeros(suv.shape, np.uint8), np.zeros(suv.shape, np.uint8)
+    ref[3:7, 3:7, 3:7] = 1
+    organs[3:9, 3:9, 14:20] = 1
+    organs[0:2, 0:2, 0:2] = 2
+    suv[ref == 1], suv[organs == 1] = 8.0, 6.0
+    guess = np.zeros_like(organs)
+    guess[3:9, 3:9, 15:21] = 1  # 180 of 216 brain voxels shared
+    guess[0:2, 0:2, 0:2] = 2
+    for name, arr in (("s1_pet", suv), ("s1_mask", ref), ("s1_organs", organs), ("s1_net", guess)):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((4.0, 4.0, 4.0))
+        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
+    pd.DataFrame({"subject_id": ["s1"], "cohort": ["validation"], "center": ["C3"], "pet": ["s1_pet.nii.gz"],
+                  "mask": ["s1_mask.nii.gz"], "organs": ["s1_organs.nii.gz"], "time": [100.0],
+                  "event": [1]}).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+    return tmp_path / "s.tsv", str(tmp_path / "{subject}_net.nii.gz")
+
+
+def test_thresholds_with_predicted_organs_and_organ_dice(tmp_path):
+    from biomarkers.segment.compare import compare_methods, organ_scores
+
+    sheet, pattern = _organ_study(tmp_path)
+    cases = compare_methods(sheet, "validation", ["fixed:2.5", "percist"],
+                            predicted_organs={"net": pattern}).set_index("method")
+    assert list(cases.index) == ["fixed:2.5", "percist", "fixed:2.5 +net-organs", "percist +net-organs"]
+    assert (cases.loc["fixed:2.5 +net-organs", "organs"]) == "predicted"
+    # the predicted brain leaves its first slab (36 voxels) hot; that slab touches the predicted organ
+    # and is no hotter than it, so it is dropped as spill-over: the lesion alone remains
+    assert cases.loc["fixed:2.5 +net-organs", "dice"] == pytest.approx(1.0)
+    scores = organ_scores(sheet, "validation", "net", pattern).iloc[0]
+    assert scores["brain"] == pytest.approx(2 * 180 / 432) and scores["liver"] == pytest.approx(1.0)
+    assert np.isnan(scores["kidneys"])
+
+
+def test_plausibility_flags_organ_share_and_total_volume():
+    from biomarkers.segment.plausibility import check_segmentation
+
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[:5] = 1  # 500 voxels
+    organs = np.zeros_like(labels)
+    organs[:2] = 1  # 200 of them in an organ
+    ok = check_segmentation(labels, (1.0, 1.0, 1.0), organs, max_organ_share=0.5)
+    assert ok.organ_share == pytest.approx(0.4) and not ok.flagged and ok.total_ml == pytest.approx(0.5)
+    bad = check_segmentation(labels, (1.0, 1.0, 1.0), organs, max_organ_share=0.25)
+    assert bad.flagged and "40 % of the segmented volume" in bad.reasons[0]
+    huge = check_segmentation(labels, (4.0, 4.0, 4.0), None, max_total_ml=20.0)  # 500 x 64 uL = 32 mL
+    assert huge.flagged and np.isnan(huge.organ_share) and "32 mL exceeds 20 mL" in huge.reasons[0]
+
+
+def test_segment_verb_reference_method_and_warning(tmp_path):
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from biomarkers.cli import app
+
+    sheet, _ = _organ_study(tmp_path)
+    runner = CliRunner()
+    out = tmp_path / "ref_lesions.nii.gz"
+    result = runner.invoke(app, ["segment", "--pet", str(tmp_path / "s1_pet.nii.gz"), "--method", "reference",
+                                 "--reference", str(tmp_path / "s1_mask.nii.gz"), "--out", str(out),
+                                 "--min-volume-ml", "0", "--subject-id", "s1"])
+    assert result.exit_code == 0, result.output
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert labels.max() == 1 and (labels == 1).sum() == 64 and "warning" not in result.output
+    # a threshold without organ exclusion counts the brain: checked against the organs, it warns
+    out = tmp_path / "fixed.nii.gz"
+    result = runner.invoke(app, ["segment", "--pet", str(tmp_path / "s1_pet.nii.gz"), "--method", "fixed",
+                                 "--threshold", "2.5", "--out", str(out), "--subject-id", "s1",
+                                 "--check-organs", str(tmp_path / "s1_organs.nii.gz")])
+    assert result.exit_code == 0 and out.is_file()
+    assert "warning: subject s1, file" in result.output and "77 % of the segmented volume" in result.output
+    result = runner.invoke(app, ["segment", "--pet", str(tmp_path / "s1_pet.nii.gz"), "--method", "reference",
+                                 "--out", str(tmp_path / "x.nii.gz")])
+    assert result.exit_code == 1 and "needs --reference" in result.output

@@ -81,11 +81,15 @@ def subjects():
     if path not in _sheet_cache:
         needed = ["pet_dicom" if config["pet_source"] == "dicom" else "pet"]
         needed += ["organs"] if config["segmentation"]["exclude_organs"] else []
+        needed += ["mask"] if config["segmentation"]["method"] == "reference" else []
         try:
             sheet = read_subjects(path)
             check_subject_files(sheet, needed, path)
         except BiomarkerError as exc:
             raise WorkflowError(str(exc)) from None
+        if config["unet"]["enabled"] and config["unet"]["organs"] and "organs" not in sheet.columns:
+            raise WorkflowError(f"{path}: unet.organs is true but the sheet has no organs column; "
+                                "add the organ masks or set unet: {organs: false} (a lesion-only network)")
         validate(sheet, schema=SUBJECTS_SCHEMA)
         _sheet_cache[path] = sheet.set_index("subject_id", drop=False)
     return _sheet_cache[path]
@@ -108,10 +112,27 @@ def pet_image(wildcards):
 
 
 def organ_input(wildcards):
-    """Organ mask of physiological uptake, when the config excludes organs."""
-    if not config["segmentation"]["exclude_organs"]:
+    """Organ mask of physiological uptake, when the config excludes organs (or checks against them)."""
+    if not config["segmentation"]["exclude_organs"] and config["segmentation"]["method"] != "reference":
+        return []
+    if "organs" not in subjects().columns:
         return []
     return {"organs": subjects().loc[wildcards.subject, "organs"]}
+
+
+def reference_input(wildcards):
+    """The subject's expert lesion mask, when it is the segmentation."""
+    if config["segmentation"]["method"] != "reference":
+        return {}
+    return {"reference": subjects().loc[wildcards.subject, "mask"]}
+
+
+def segment_flags(wildcards, input):
+    """`--organs FILE` (thresholds) or `--reference MASK --check-organs FILE` (reference masks)."""
+    if hasattr(input, "reference"):
+        check = f" --check-organs {shlex.quote(input.organs)}" if hasattr(input, "organs") else ""
+        return f"--reference {shlex.quote(input.reference)}{check}"
+    return f"--organs {shlex.quote(input.organs)}" if hasattr(input, "organs") else ""
 
 
 def cohort_lesion_tables(wildcards):
@@ -184,11 +205,6 @@ def final_targets(wildcards):
         ),
         *([f"{RESULTS}/report/icc.png"] if config["stability"]["subjects"] else []),
     ]
-
-
-def organ_flag(wildcards, input):
-    """`--organs FILE` when organs are excluded, else nothing."""
-    return f"--organs {shlex.quote(input.organs)}" if hasattr(input, "organs") else ""
 
 
 def subjects_sheet_path_input(wildcards):
@@ -349,12 +365,26 @@ def unet_masks(wildcards):
     return expand(f"{RESULTS}/unet/{{subject}}_lesions.nii.gz", subject=ids)
 
 
+def unet_organ_masks(wildcards):
+    """The organ-aware U-Net's organ masks of the cohort's subjects (when it is scored there)."""
+    if not (unet_scored(wildcards.cohort) and UNET["organs"]):
+        return []
+    sheet = subjects()
+    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
+    return expand(f"{RESULTS}/unet/{{subject}}_organs.nii.gz", subject=ids)
+
+
 def unet_predicted_flag(wildcards):
-    """`--predicted unet=PATTERN` when the U-Net is scored on the cohort."""
+    """`--predicted unet=PATTERN` when the U-Net is scored on the cohort, and `--predicted-organs`
+    (thresholds with the network's organs, organ Dice) when it is organ-aware."""
     if not unet_scored(wildcards.cohort):
         return ""
     pattern = f"{RESULTS}/unet/{{subject}}_lesions.nii.gz"
-    return f"--predicted {shlex.quote(f'unet={pattern}')}"
+    flags = f"--predicted {shlex.quote(f'unet={pattern}')}"
+    if UNET["organs"]:
+        organs = f"{RESULTS}/unet/{{subject}}_organs.nii.gz"
+        flags += f" --predicted-organs {shlex.quote(f'unet={organs}')}"
+    return flags
 
 
 def without_organs_flag(wildcards):
@@ -366,6 +396,11 @@ def without_organs_flag(wildcards):
 def unet_ct_input(wildcards):
     """The subject's CT, when the U-Net uses it."""
     return {"ct": subjects().loc[wildcards.subject, "ct"]} if UNET["use_ct"] else {}
+
+
+def unet_organs_flag(wildcards, output):
+    """`--organs-out FILE` when the organ-aware U-Net writes the subject's organs."""
+    return f"--organs-out {shlex.quote(output.organs)}" if UNET["organs"] else ""
 
 
 def ct_flag(wildcards, input):

@@ -22,6 +22,7 @@ rule suv:
 rule segment:
     input:
         unpack(organ_input),
+        unpack(reference_input),
         pet=pet_image,
     output:
         f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz",
@@ -30,7 +31,7 @@ rule segment:
         threshold=config["segmentation"]["threshold_suv"],
         fraction=config["segmentation"]["fraction"],
         min_volume=config["segmentation"]["min_volume_ml"],
-        organs=organ_flag,
+        organs=segment_flags,
     log:
         f"{RESULTS}/logs/segment/{{subject}}.log",
     benchmark:
@@ -59,6 +60,8 @@ rule train_unet:
         channels=UNET["base_channels"],
         patch=UNET["patch"],
         ct="--use-ct" if UNET["use_ct"] else "--no-use-ct",
+        organs="--use-organs" if UNET["organs"] else "--no-use-organs",
+        spacing=UNET["spacing_mm"],
         seed=UNET["seed"],
     log:
         f"{RESULTS}/logs/train_unet.log",
@@ -71,7 +74,8 @@ rule train_unet:
         "biomarkers train-unet --subjects {input.sheet:q} --cohort {params.cohort} --out {output:q}"
         " --epochs {params.epochs} --patches-per-epoch {params.patches} --batch-size {params.batch}"
         " --lr {params.lr} --lesion-fraction {params.lesions} --hot-fraction {params.hot}"
-        " --base-channels {params.channels} --patch {params.patch} {params.ct} --seed {params.seed}"
+        " --base-channels {params.channels} --patch {params.patch} {params.ct} {params.organs}"
+        " --spacing-mm {params.spacing} --seed {params.seed}"
         " --threads {threads} > {log:q} 2>&1"
 
 
@@ -81,10 +85,13 @@ rule segment_unet:
         pet=pet_image,
         model=rules.train_unet.output[0],
     output:
-        f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
+        lesions=f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
+        organs=f"{RESULTS}/unet/{{subject}}_organs.nii.gz" if UNET["organs"] else [],
     params:
         ct=ct_flag,
         probability=UNET["probability"],
+        organs=unet_organs_flag,
+        tta="--tta" if UNET["tta"] else "--no-tta",
         min_volume=config["segmentation"]["min_volume_ml"],
     log:
         f"{RESULTS}/logs/segment_unet/{{subject}}.log",
@@ -94,16 +101,24 @@ rule segment_unet:
         ENV
     shell:
         "biomarkers segment --pet {input.pet:q} --method unet --model {input.model:q} {params.ct}"
-        " --probability {params.probability} --min-volume-ml {params.min_volume} --out {output:q}"
+        " --probability {params.probability} {params.tta} --min-volume-ml {params.min_volume}"
+        " {params.organs} --out {output.lesions:q}"
         " --subject-id {wildcards.subject} > {log:q} 2>&1"
 
 
 rule segmentation_quality:
     input:
         unet_masks,
+        unet_organ_masks,
         sheet=subjects_sheet_path_input,
     output:
         cases=f"{RESULTS}/segmentation_quality/{{cohort}}_cases.tsv",
+        organs=report(
+            f"{RESULTS}/segmentation_quality/{{cohort}}_organ_dice.tsv",
+            caption="../report/organ_dice.rst",
+            category="Segmentation",
+            subcategory="{cohort}",
+        ),
         summary=report(
             f"{RESULTS}/segmentation_quality/{{cohort}}_summary.tsv",
             caption="../report/segmentation_quality.rst",
@@ -133,4 +148,5 @@ rule segmentation_quality:
         "biomarkers segment-quality --subjects {input.sheet:q} --cohort {wildcards.cohort} {params.methods}"
         " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs} {params.without}"
         " {params.predicted}"
-        " --out {output.cases:q} --summary {output.summary:q} --plot {output.plot:q} > {log:q} 2>&1"
+        " --out {output.cases:q} --summary {output.summary:q} --plot {output.plot:q}"
+        " --organ-dice {output.organs:q} > {log:q} 2>&1"
