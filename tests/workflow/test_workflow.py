@@ -78,7 +78,9 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert set(table["cohort"]) == {"train", "validation"} and list(dict.fromkeys(table["model"])) == models
     quality = pd.read_csv(tiny_run / "segmentation_quality" / "validation_summary.tsv", sep="\t").set_index("method")
     thresholds = ["fixed:2.5", "fixed:4.0", "relative:0.41", "relative-maxima:0.41", "percist"]
-    assert list(quality.index) == thresholds + [f"{m} -organs" for m in thresholds[:-1]] + ["unet"]
+    assert list(quality.index) == (thresholds + [f"{m} -organs" for m in thresholds[:-1]]
+                                   + [f"{m} +unet-organs" for m in thresholds] + ["unet"])
+    assert quality.loc[thresholds[0], "organs"] == "oracle" and quality.loc["unet", "organs"] == "learnt"
     assert quality.loc[thresholds, "dice_mean"].between(0.3, 1.0).all()
     # without the organ masks the thresholds also take in physiological uptake (brain, bladder, ...)
     for method in thresholds[:-1]:  # PERCIST needs the liver mask
@@ -87,6 +89,8 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert quality.loc["unet", "cases"] == (sheet["cohort"] == "validation").sum()
     unet = sorted(p.name for p in (tiny_run / "unet").glob("*_lesions.nii.gz"))
     assert unet == sorted(f"{sid}_lesions.nii.gz" for sid in sheet.loc[sheet["cohort"] == "validation", "subject_id"])
+    organs = pd.read_csv(tiny_run / "segmentation_quality" / "validation_organ_dice.tsv", sep="\t")
+    assert list(organs["method"]) == ["unet"] and organs[["brain", "liver", "kidneys", "bladder", "heart"]].notna().all(axis=None)
     assert (tiny_run / "report" / "segmentation_quality_validation.png").is_file()
 
 
