@@ -81,25 +81,9 @@ def test_predicted_masks_are_scored_beside_threshold_methods(tmp_path):
 
 
 def test_thresholds_scored_with_and_without_the_organ_masks(tmp_path):
-    import SimpleITK as sitk
-
     from biomarkers.segment.compare import compare_methods
 
-    suv = np.ones((12, 12, 24), np.float32)
-    ref = np.zeros(suv.shape, np.uint8)
-    organs = np.zeros(suv.shape, np.uint8)
-    ref[3:7, 3:7, 3:7] = 1
-    suv[ref == 1] = 8.0
-    organs[3:9, 3:9, 14:20] = 1  # "brain": 216 hot voxels of physiological uptake
-    organs[0:2, 0:2, 0:2] = 2  # "liver", for PERCIST
-    suv[organs == 1] = 6.0
-    for name, arr in (("s1_pet", suv), ("s1_mask", ref), ("s1_organs", organs)):
-        img = sitk.GetImageFromArray(arr)
-        img.SetSpacing((4.0, 4.0, 4.0))
-        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
-    pd.DataFrame({"subject_id": ["s1"], "cohort": ["validation"], "center": ["C3"], "pet": ["s1_pet.nii.gz"],
-                  "mask": ["s1_mask.nii.gz"], "organs": ["s1_organs.nii.gz"], "time": [100.0],
-                  "event": [1]}).to_csv(tmp_path / "s.tsv", sep="\t", index=False)
+    _organ_study(tmp_path)  # a lesion, 216 hot "brain" voxels of physiological uptake, a "liver" for PERCIST
     cases = compare_methods(tmp_path / "s.tsv", "validation", ["fixed:2.5", "percist"],
                             without_organs=True).set_index("method")
     assert list(cases.index) == ["fixed:2.5", "percist", "fixed:2.5 -organs"]  # PERCIST needs the liver
