@@ -114,8 +114,17 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
         outcomes = []
         for (spec, name, kwargs), organ_array, knew in runs:
             options = {"threshold_suv": threshold_suv, **kwargs}
-            outcomes.append((spec, knew, segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml,
-                                                         organs=organ_array, **options)))
+            try:
+                labels = segment_lesions(suv, spacing, name, min_volume_ml=min_volume_ml, organs=organ_array,
+                                         **options)
+            except ValueError as exc:
+                if knew != "predicted":
+                    raise
+                # e.g. PERCIST where the predicted organs hold no liver: the method finds nothing here
+                # and is scored so (Dice 0, every lesion missed), not left out of the means
+                tqdm.write(f"{sid}: {spec}: {exc}; scored as an empty segmentation")
+                labels = np.zeros(suv.shape, np.uint16)
+            outcomes.append((spec, knew, labels))
         for name, pattern in (predicted or {}).items():
             outcomes.append((name, "learnt", _predicted_image(name, pattern, sid, pet, subj["pet"])))
         for spec, knew, labels in outcomes:

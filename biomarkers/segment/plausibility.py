@@ -5,8 +5,9 @@ masks counts the brain, heart and bladder: litres) makes every feature and model
 meaningless while looking like any other label image. Two checks flag it for review:
 
 * **organ share**: the share of the segmented volume lying inside an organ label image
-  (:mod:`biomarkers.segment.organs`; e.g. the organ-aware U-Net's prediction). Lesions are
-  never organ voxels in that convention, so any large share is physiological uptake;
+  (:mod:`biomarkers.segment.organs`; e.g. the organ-aware U-Net's prediction), flagged above
+  ``max_organ_share`` when at least ``min_organ_ml`` lie there. Lesions are never organ voxels
+  in that convention, so a large share is physiological uptake;
 * **total volume**: more than ``max_total_ml`` in all (the default 1,000 mL is far above the
   total metabolic tumour volume of nearly every FDG study; such a case deserves a look).
 
@@ -22,6 +23,9 @@ import numpy as np
 
 #: Share of the segmented volume inside organs above which a segmentation is flagged.
 MAX_ORGAN_SHARE = 0.25
+#: Least segmented volume (mL) inside organs for the organ share to flag a segmentation (a few
+#: boundary voxels of a small lesion next to an organ are no physiological uptake).
+MIN_ORGAN_ML = 5.0
 #: Total segmented volume (mL) above which a segmentation is flagged.
 MAX_TOTAL_ML = 1000.0
 
@@ -38,7 +42,7 @@ class Plausibility:
 
 def check_segmentation(labels: np.ndarray, spacing_mm: tuple[float, float, float],
                        organs: np.ndarray | None = None, max_organ_share: float = MAX_ORGAN_SHARE,
-                       max_total_ml: float = MAX_TOTAL_ML) -> Plausibility:
+                       max_total_ml: float = MAX_TOTAL_ML, min_organ_ml: float = MIN_ORGAN_ML) -> Plausibility:
     """Measure a lesion label image (non-zero = lesion) against the two checks."""
     lesion = np.asarray(labels) > 0
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
@@ -46,8 +50,9 @@ def check_segmentation(labels: np.ndarray, spacing_mm: tuple[float, float, float
     share = float("nan")
     reasons = []
     if organs is not None:
-        share = float((lesion & (np.asarray(organs) > 0)).sum() / lesion.sum()) if lesion.any() else 0.0
-        if share > max_organ_share:
+        inside = int((lesion & (np.asarray(organs) > 0)).sum())
+        share = inside / int(lesion.sum()) if lesion.any() else 0.0
+        if share > max_organ_share and inside * voxel_ml >= min_organ_ml:
             reasons.append(f"{100 * share:.0f} % of the segmented volume lies in organs of physiological uptake")
     if total > max_total_ml:
         reasons.append(f"total segmented volume {total:.0f} mL exceeds {max_total_ml:.0f} mL")

@@ -104,7 +104,7 @@ def percist_threshold(suv: np.ndarray, organs: np.ndarray | None, spacing_mm: tu
     depth = ndimage.distance_transform_edt(liver, sampling=spacing_mm)
     centre = np.unravel_index(int(np.argmax(depth)), liver.shape)
     half = [int(np.ceil(PERCIST_SPHERE_RADIUS_MM / s)) for s in spacing_mm]
-    box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half))
+    box = tuple(slice(max(c - h, 0), min(c + h + 1, n)) for c, h, n in zip(centre, half, liver.shape))
     grid = np.meshgrid(*[(np.arange(b.start, b.stop) - c) * s for b, c, s in zip(box, centre, spacing_mm)],
                        indexing="ij")
     sphere = (sum(g**2 for g in grid) <= PERCIST_SPHERE_RADIUS_MM**2) & liver[box]

@@ -143,10 +143,12 @@ def test_plausibility_flags_organ_share_and_total_volume():
     labels[:5] = 1  # 500 voxels
     organs = np.zeros_like(labels)
     organs[:2] = 1  # 200 of them in an organ
-    ok = check_segmentation(labels, (1.0, 1.0, 1.0), organs, max_organ_share=0.5)
-    assert ok.organ_share == pytest.approx(0.4) and not ok.flagged and ok.total_ml == pytest.approx(0.5)
-    bad = check_segmentation(labels, (1.0, 1.0, 1.0), organs, max_organ_share=0.25)
+    ok = check_segmentation(labels, (4.0, 4.0, 4.0), organs, max_organ_share=0.5)
+    assert ok.organ_share == pytest.approx(0.4) and not ok.flagged and ok.total_ml == pytest.approx(32.0)
+    bad = check_segmentation(labels, (4.0, 4.0, 4.0), organs, max_organ_share=0.25)  # 12.8 mL in organs
     assert bad.flagged and "40 % of the segmented volume" in bad.reasons[0]
+    small = check_segmentation(labels, (1.0, 1.0, 1.0), organs, max_organ_share=0.25)  # 0.2 mL: boundary voxels
+    assert small.organ_share == pytest.approx(0.4) and not small.flagged
     huge = check_segmentation(labels, (4.0, 4.0, 4.0), None, max_total_ml=20.0)  # 500 x 64 uL = 32 mL
     assert huge.flagged and np.isnan(huge.organ_share) and "32 mL exceeds 20 mL" in huge.reasons[0]
 
@@ -176,3 +178,30 @@ def test_segment_verb_reference_method_and_warning(tmp_path):
     result = runner.invoke(app, ["segment", "--pet", str(tmp_path / "s1_pet.nii.gz"), "--method", "reference",
                                  "--out", str(tmp_path / "x.nii.gz")])
     assert result.exit_code == 1 and "needs --reference" in result.output
+
+
+def test_predicted_organs_without_a_liver_score_percist_as_empty(tmp_path):
+    import SimpleITK as sitk
+
+    from biomarkers.segment.compare import compare_methods
+
+    sheet, pattern = _organ_study(tmp_path)
+    guess = sitk.GetArrayFromImage(sitk.ReadImage(pattern.replace("{subject}", "s1")))
+    guess[guess == 2] = 0  # the network found no liver
+    img = sitk.GetImageFromArray(guess)
+    img.SetSpacing((4.0, 4.0, 4.0))
+    sitk.WriteImage(img, pattern.replace("{subject}", "s1"))
+    cases = compare_methods(sheet, "validation", ["percist"], predicted_organs={"net": pattern}).set_index("method")
+    assert cases.loc["percist +net-organs", "dice"] == 0.0
+    assert cases.loc["percist +net-organs", "fn_volume_ml"] == pytest.approx(64 * 0.064)
+
+
+def test_percist_liver_at_the_image_edge():
+    from biomarkers.segment.threshold import percist_threshold
+
+    suv = np.full((6, 6, 6), 2.0)
+    suv[5] = 3.0
+    organs = np.full((6, 6, 6), 2, np.uint8)
+    organs[0, 0, 0] = 0  # the liver voxel farthest from its edge is the far corner: the sphere is cut there
+    value = percist_threshold(suv, organs, (4.0, 4.0, 4.0))
+    assert 1.5 * 2.0 < value < 1.5 * 3.0 + 2.0
