@@ -441,3 +441,12 @@ def test_verbs_organ_aware_from_sheet_writes_organs(tmp_path):
     table.to_csv(sheet, sep="\t", index=False)
     with pytest.raises(InputError, match=r"subject sub-00, file .*bad_organs.nii.gz: organ labels \[9\]"):
         train_unet_from_sheet(sheet, "train", model_path, 1, 2, 0, device="cpu", **TINY)
+
+
+def test_organ_aware_training_is_byte_reproducible(tmp_path):
+    digests = []
+    for name in ("a", "b"):
+        train_unet([organ_case()], tmp_path / f"{name}.pt", epochs=2, patches_per_epoch=4, batch_size=2, lr=1e-3,
+                   seed=0, device="cpu", patch_size=(16, 16, 16), spacing_mm=(3.0, 3.0, 3.0), **TINY)
+        digests.append(hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
