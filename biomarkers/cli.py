@@ -144,10 +144,12 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
     (1..n, 0 background). Warns when the lesions lie in organs or add up to an implausible volume."""
     import numpy as np
 
-    from biomarkers.io.images import like, read_image, read_image_pair, spacing_zyx_mm, to_array, write_image
+    from biomarkers.io.images import (check_same_geometry, like, read_image, read_image_pair, spacing_zyx_mm,
+                                      to_array, write_image)
     from biomarkers.segment.plausibility import check_segmentation
 
     sid = subject_id or None
+    organ_array = None
     if method == "unet":
         from biomarkers.deep.unet_cli import segment_with_unet
 
@@ -171,13 +173,16 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
             image, organ_image = read_image_pair(pet, organs, sid)
             organ_array = to_array(organ_image)
         else:
-            image, organ_array = read_image(pet, sid), None
+            image = read_image(pet, sid)
         labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
                                  fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
         write_image(like(labels, image), out)
     check_path = check_organs or organs
-    check = check_segmentation(labels, spacing_zyx_mm(image),
-                               None if check_path is None else to_array(read_image_pair(pet, check_path, sid)[1]),
+    if check_path is not None and (organ_array is None or check_path != organs):  # not read above
+        check_image = read_image(check_path, sid)
+        check_same_geometry(image, check_image, pet, check_path, sid)
+        organ_array = to_array(check_image)
+    check = check_segmentation(labels, spacing_zyx_mm(image), None if check_path is None else organ_array,
                                max_total_ml=max_total_ml)
     if check.flagged:
         typer.echo(f"biomarkers segment: warning: {'subject ' + sid + ', ' if sid else ''}file {out}: "

@@ -61,7 +61,9 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     if use_organs is None:
         use_organs = "organs" in sheet.columns
     if use_organs:
-        sheet = read_subjects(subjects_path, required=["subject_id", "cohort", *columns, "organs"])
+        if "organs" not in sheet.columns:
+            raise SubjectsSheetError("the organ-aware U-Net needs an organs column (organ masks); "
+                                     "add it or train on the lesions alone", path=subjects_path)
         columns.append("organs")
     members = sheet[sheet["cohort"] == cohort]
     if members.empty:
