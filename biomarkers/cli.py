@@ -209,6 +209,8 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                lesion_fraction: float = typer.Option(0.5, help="Share of patches centred on a lesion voxel."),
                hot_fraction: float = typer.Option(0.0, help="Share of the other patches centred on hot (SUV >= 2.5) "
                                                             "non-lesion voxels: physiological uptake as hard negatives."),
+               organ_fraction: float = typer.Option(0.0, help="Organ-aware network: share of the other patches "
+                                                              "centred on an organ, each organ equally often."),
                threads: int = _THREADS,
                seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
                device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
@@ -219,7 +221,7 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
     history = train_unet_from_sheet(subjects, cohort, out, epochs, patches_per_epoch, seed, use_ct,
                                     batch_size=batch_size, lr=lr, device=device, patch_size=(patch, patch, patch),
                                     base_channels=base_channels, lesion_fraction=lesion_fraction,
-                                    hot_fraction=hot_fraction, use_organs=use_organs,
+                                    hot_fraction=hot_fraction, use_organs=use_organs, organ_fraction=organ_fraction,
                                     spacing_mm=(spacing_mm,) * 3 if spacing_mm > 0 else None)
     typer.echo(f"trained {epochs} epoch(s); loss {history[0]:.4f} -> {history[-1]:.4f}; {out}")
 

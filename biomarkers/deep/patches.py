@@ -159,17 +159,26 @@ class PatchSampler:
     lesion_class : int, optional
         Labels are class images (e.g. organs and lesion) kept as they are, and this value
         marks lesion voxels; None (default) makes every non-zero label voxel lesion (0/1).
+    organ_fraction : float
+        With class images: share of the background patches centred on an organ voxel, the
+        organ class drawn uniformly among those present (class-balanced sampling: small organs
+        such as the kidneys are seen as often as the brain); the rest follow ``hot_fraction``.
     """
 
     def __init__(self, cases: Sequence[tuple[np.ndarray, np.ndarray]], patch_size: Sequence[int] = (48, 48, 48),
                  lesion_fraction: float = 0.5, augmentation: Augmentation = Augmentation(),
-                 hot_fraction: float = 0.0, hot_suv: float = 2.5, lesion_class: int | None = None) -> None:
+                 hot_fraction: float = 0.0, hot_suv: float = 2.5, lesion_class: int | None = None,
+                 organ_fraction: float = 0.0) -> None:
         if not cases:
             raise ValueError("no training cases")
         if not 0.0 <= lesion_fraction <= 1.0:
             raise ValueError(f"lesion_fraction must be in [0, 1], got {lesion_fraction}")
         if not 0.0 <= hot_fraction <= 1.0:
             raise ValueError(f"hot_fraction must be in [0, 1], got {hot_fraction}")
+        if not 0.0 <= organ_fraction <= 1.0:
+            raise ValueError(f"organ_fraction must be in [0, 1], got {organ_fraction}")
+        if organ_fraction > 0 and lesion_class is None:
+            raise ValueError("organ_fraction needs class labels (lesion_class)")
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"patch_size must be three positive voxel counts, got {patch_size}")
         n_channels = {c.shape[0] for c, _ in cases}
@@ -194,12 +203,27 @@ class PatchSampler:
             level = pet_channel(np.float32(hot_suv))
             self._hot_voxels = [np.flatnonzero((c[0] >= level) & (label != lesion_class)) for c, label in self.cases]
         self._with_hot = [i for i, v in enumerate(self._hot_voxels) if v.size]
+        self.organ_fraction = float(organ_fraction)
+        # (case, voxels) of every organ class present, by class
+        self._organ_voxels: dict[int, list[tuple[int, np.ndarray]]] = {}
+        if self.organ_fraction > 0:
+            for i, (_, label) in enumerate(self.cases):
+                for cls in range(1, lesion_class):
+                    voxels = np.flatnonzero(label == cls)
+                    if voxels.size:
+                        self._organ_voxels.setdefault(cls, []).append((i, voxels))
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
         """One patch: image (C, *patch_size) float32, label (*patch_size) uint8, lesion-centred flag."""
         on_lesion = bool(self._with_lesions) and rng.random() < self.lesion_fraction
-        on_hot = not on_lesion and bool(self._with_hot) and rng.random() < self.hot_fraction
-        if on_lesion or on_hot:
+        on_organ = not on_lesion and bool(self._organ_voxels) and rng.random() < self.organ_fraction
+        on_hot = not (on_lesion or on_organ) and bool(self._with_hot) and rng.random() < self.hot_fraction
+        if on_organ:
+            classes = sorted(self._organ_voxels)
+            holders = self._organ_voxels[classes[int(rng.integers(len(classes)))]]
+            case, voxels = holders[int(rng.integers(len(holders)))]
+            centre = np.unravel_index(int(voxels[rng.integers(voxels.size)]), self.cases[case][1].shape)
+        elif on_lesion or on_hot:
             cases, voxel_lists = ((self._with_lesions, self._lesion_voxels) if on_lesion
                                   else (self._with_hot, self._hot_voxels))
             case = cases[int(rng.integers(len(cases)))]

@@ -21,7 +21,7 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
                           base_channels: int = 8, depth: int = 3, dropout: float = 0.0,
                           lesion_fraction: float = 0.5, hot_fraction: float = 0.0,
                           progress: bool = True, use_organs: bool | None = None,
-                          spacing_mm: Sequence[float] | None = None) -> list[float]:
+                          spacing_mm: Sequence[float] | None = None, organ_fraction: float = 0.0) -> list[float]:
     """Train the U-Net on the reference lesion masks of one cohort of a subjects sheet.
 
     Parameters
@@ -34,7 +34,7 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     out : str or Path
         Checkpoint file (see :mod:`biomarkers.deep.unet_train`).
     epochs, patches_per_epoch, seed, batch_size, lr, device, patch_size, base_channels, depth,
-    dropout, lesion_fraction, hot_fraction, progress
+    dropout, lesion_fraction, hot_fraction, organ_fraction, progress
         See :func:`biomarkers.deep.unet_train.train_unet`.
     use_ct : bool
         Train on PET and CT (two channels) or on PET alone.
@@ -76,7 +76,8 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     return train_unet(cases, out, epochs, patches_per_epoch, batch_size, lr, seed, device, patch_size,
                       base_channels=base_channels, depth=depth, dropout=dropout,
                       lesion_fraction=lesion_fraction, hot_fraction=hot_fraction,
-                      case_ids=list(members["subject_id"]), progress=progress, spacing_mm=spacing_mm)
+                      case_ids=list(members["subject_id"]), progress=progress, spacing_mm=spacing_mm,
+                      organ_fraction=organ_fraction)
 
 
 def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_path: str | Path,

@@ -195,7 +195,7 @@ def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | N
                dropout: float = 0.0, weight_decay: float = 1e-4, lesion_fraction: float = 0.5,
                hot_fraction: float = 0.0, augmentation: Augmentation = Augmentation(),
                case_ids: Sequence[str] | None = None, progress: bool = True,
-               spacing_mm: Sequence[float] | None = None) -> list[float]:
+               spacing_mm: Sequence[float] | None = None, organ_fraction: float = 0.0) -> list[float]:
     """Train a :class:`UNet3D` on lesion-balanced patches and write its checkpoint.
 
     Parameters
@@ -222,6 +222,9 @@ def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | N
     hot_fraction : float
         Share of the other patches centred on a hot (SUV >= 2.5) non-lesion voxel
         (:class:`~biomarkers.deep.patches.PatchSampler`); 0 samples them uniformly.
+    organ_fraction : float
+        Organ-aware network: share of the background patches centred on an organ, the organ
+        drawn uniformly (the rest follow ``hot_fraction``); ignored by a lesion-only network.
     augmentation : Augmentation
         Patch augmentation (``Augmentation.none()`` disables it).
     case_ids : sequence of str, optional
@@ -250,7 +253,7 @@ def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | N
     classes = list(ORGAN_AWARE_CLASSES) if organ_aware else ["lesion"]
     lesion_class = len(ORGAN_AWARE_CLASSES) - 1 if organ_aware else 1
     sampler = PatchSampler(prepared, patch_size, lesion_fraction, augmentation, hot_fraction,
-                           lesion_class=lesion_class)
+                           lesion_class=lesion_class, organ_fraction=organ_fraction if organ_aware else 0.0)
     rng = np.random.default_rng(seed)
     history: list[float] = []
     with seeded_deterministic(seed, dev):
@@ -279,6 +282,7 @@ def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | N
                     "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
                     "seed": int(seed), "lesion_fraction": float(lesion_fraction),
                     "hot_fraction": float(hot_fraction),
+                    "organ_fraction": float(organ_fraction if organ_aware else 0.0),
                     "augmentation": augmentation.record(), "n_cases": len(ids), "case_ids": ids,
                     "device": dev.type, "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None}
         write_checkpoint(model, out, patch_size, with_ct, training, history, classes=classes,

@@ -294,6 +294,12 @@ def load_bundle(model_dir: str | Path) -> ModelBundle:
     return ModelBundle(state["model"], pre, estimator, float(state["risk_cutoff"]), info)
 
 
+def _first(names: list[str], n: int = 5) -> str:
+    """The first ``n`` names, and how many more (an error message stays one readable line)."""
+    shown = ", ".join(names[:n])
+    return shown if len(names) <= n else f"{shown} and {len(names) - n} more ({len(names)} in all)"
+
+
 def check_scoring_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table") -> None:
     """Refuse a table whose feature columns differ from the training table's, or that shares
     some (but not all) subjects with the training cohort.
@@ -307,8 +313,8 @@ def check_scoring_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Pa
     missing = [c for c in expected if c not in found]
     extra = [c for c in found if c not in expected]
     if missing or extra:
-        parts = ([f"lacks the training table's column(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"has column(s) the training table had not: {', '.join(extra)}"] if extra else [])
+        parts = ([f"lacks the training table's column(s) {_first(missing)}"] if missing else []) + \
+                ([f"has column(s) the training table had not: {_first(extra)}"] if extra else [])
         raise FeatureTableError("; ".join(parts) + " (build every cohort's table the same way)", path=path)
     train = set(bundle.info["train_subjects"])
     ids = set(table["subject_id"].astype(str))

@@ -110,6 +110,26 @@ def test_hot_background_patches():
     assert all(img[0, 8, 8, 8] > 0.8 and lab[8, 8, 8] == 0 for img, lab, _ in background)
 
 
+def test_organ_patches_balance_organ_classes():
+    # a 1,000-voxel "brain" (class 1) and an 8-voxel "kidney" (class 3): volume-weighted sampling
+    # would centre 99 % of organ patches on the brain; class-balanced sampling centres half on each
+    suv, hu, _ = phantom(shape=(40, 40, 40), spheres=())
+    label = np.zeros((40, 40, 40), np.uint8)
+    label[5:15, 5:15, 5:15] = 1
+    label[30:32, 30:32, 30:32] = 3
+    label[20, 20, 20] = 6  # one lesion voxel (lesion class 6)
+    sampler = PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16), lesion_fraction=0.0,
+                           augmentation=Augmentation.none(), lesion_class=6, organ_fraction=0.75)
+    rng = np.random.default_rng(3)
+    centres = np.array([sampler.sample(rng)[1][8, 8, 8] for _ in range(800)])
+    # organ-centred share 0.75 (binomial SD 0.015 over 800 draws), split evenly: 0.375 each
+    # (SD 0.017); the other quarter is drawn uniformly and hits an organ only ~1.6 % of the time
+    assert abs((centres == 1).mean() - 0.375) < 0.06
+    assert abs((centres == 3).mean() - 0.375) < 0.06
+    with pytest.raises(ValueError, match="organ_fraction needs class labels"):
+        PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16), organ_fraction=0.5)
+
+
 def test_patches_are_seeded():
     suv, hu, label = phantom()
     sampler = PatchSampler([(input_channels(suv, hu), label)], (16, 16, 16))

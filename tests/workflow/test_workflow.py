@@ -171,3 +171,51 @@ def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_pa
     for cohort in ("train", "validation"):
         nifti = json.loads((tiny_run / "metrics" / "coxph" / f"{cohort}.json").read_text())
         assert nifti == json.loads((dicom_run / "metrics" / "coxph" / f"{cohort}.json").read_text())
+
+
+def test_sheet_without_organs_uses_the_networks_organs(tiny_run, tmp_path):
+    # A study with no organ masks: the tiny run's organ-aware U-Net (unet.checkpoint) predicts each
+    # subject's organs, the threshold segmentation excludes them, and a `segmentation: unet` model
+    # is fitted on the network's lesions.
+    import SimpleITK as sitk
+
+    from biomarkers.segment.threshold import segment_lesions
+
+    sheet = pd.read_csv(tiny_run / "cohort" / "subjects.tsv", sep="\t").drop(columns="organs")
+    for column in ("pet", "ct", "mask"):
+        sheet[column] = [str(tiny_run / "cohort" / p) for p in sheet[column]]
+    sheet.to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
+    tiny = (ROOT / "cohorts" / "tiny" / "config.yaml").read_text()
+    model_section = tiny[tiny.index("model:\n"):tiny.index("models:\n")].replace("primary: coxph", "primary: coxph_unet")
+    model_section = model_section.replace("harmonize: true", "harmonize: false")  # ComBat needs varying features
+    results = tmp_path / "results"
+    (tmp_path / "config.yaml").write_text(
+        f"results: {results}\nsubjects: {tmp_path / 'subjects.tsv'}\nradiomics_params: pet\n"
+        "segmentation: {method: relative, exclude_organs: true, compare: ['relative:0.41']}\n"
+        f"unet: {{enabled: true, checkpoint: {tiny_run / 'models' / 'unet.pt'}, probability: 0.5}}\n"
+        "covariates: [age, ecog]\ncategorical_covariates: {sex: [F, M]}\n" + model_section
+        # burden features (0 where the toy-length network finds no lesion) and the covariates
+        + "models: {coxph_unet: {kind: coxph, penalizer: 0.1, segmentation: unet,"
+        " features: [total_mtv_ml, lesion_count, age, ecog, sex_M]}}\nevaluation: {bootstrap: 20}\n")
+    first = sheet["subject_id"].iloc[0]
+    # the fitted model (scoring it would need texture columns, which a cohort where the toy network
+    # finds no lesion at all lacks)
+    targets = [results / "models" / "coxph_unet",
+               results / "segmentation" / f"{first}_lesions.nii.gz",
+               results / "segmentation_quality" / "validation_summary.tsv"]
+    proc = snakemake(*map(str, targets), "--cores", "2", "--configfile", str(tmp_path / "config.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (results / "models" / "unet.pt").exists()  # the given network, not a new one
+    pet = sitk.ReadImage(str(sheet["pet"].iloc[0]))
+    organs = sitk.GetArrayFromImage(sitk.ReadImage(str(results / "unet" / f"{first}_organs.nii.gz")))
+    expected = segment_lesions(sitk.GetArrayFromImage(pet).astype(np.float64), pet.GetSpacing()[::-1], "relative",
+                               threshold_suv=2.5, fraction=0.41, min_volume_ml=0.5, organs=organs)
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(results / "segmentation" / f"{first}_lesions.nii.gz")))
+    assert np.array_equal(written, expected)
+    train = pd.read_parquet(results / "features" / "unet" / "train.parquet")
+    assert set(train["subject_id"]) == set(sheet.loc[sheet["cohort"] == "train", "subject_id"])
+    model = json.loads((results / "models" / "coxph_unet" / "model.json").read_text())
+    assert model["model"] == "coxph" and model["info"]["n_train"] == len(train)
+    summary = pd.read_csv(results / "segmentation_quality" / "validation_summary.tsv", sep="\t")
+    assert {"relative:0.41", "relative:0.41 +unet-organs", "unet"} <= set(summary["method"])
+    assert not (results / "segmentation_quality" / "validation_organ_dice.tsv").exists()  # no organs to score

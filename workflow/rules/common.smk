@@ -25,9 +25,18 @@ SUBJECTS_SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "subject
 
 _sheet_cache = {}
 
+UNET = config["unet"]
+# The organ-aware U-Net's organs stand in for a sheet without organ masks.
+PREDICTED_ORGANS = UNET["enabled"] and UNET["organs"]
+
+
+def unet_model(wildcards):
+    """The U-Net checkpoint: the config's, or the one trained on the training cohort."""
+    return UNET.get("checkpoint") or f"{RESULTS}/models/unet.pt"
+
 
 MODELS = list(config["models"])
-_ENTRY_KEYS = ("kind", "features", "add_features", "log_features")
+_ENTRY_KEYS = ("kind", "features", "add_features", "log_features", "segmentation")
 
 
 def model_kind(name):
@@ -38,6 +47,11 @@ def model_kind(name):
 def model_hyperparameters(name):
     """The hyperparameters of a `models:` entry (without kind and feature lists)."""
     return {k: v for k, v in config["models"][name].items() if k not in _ENTRY_KEYS}
+
+
+def model_segmentation(name):
+    """`pipeline` (the features of segmentation.method) or `unet` (of the U-Net's lesions)."""
+    return config["models"][name].get("segmentation", "pipeline")
 
 
 def model_features(name):
@@ -53,6 +67,9 @@ try:
     MC_MODELS = [m for m in MODELS if hyperparameters(model_kind(m), model_hyperparameters(m)).get("mc_samples", 0) > 0]
 except ValueError as exc:
     raise WorkflowError(f"config models: {exc}") from None
+UNET_MODELS = [m for m in MODELS if model_segmentation(m) == "unet"]
+if UNET_MODELS and not config["unet"]["enabled"]:
+    raise WorkflowError(f"models {', '.join(UNET_MODELS)} use the U-Net's segmentation; set unet: {{enabled: true}}")
 if config["model"]["primary"] not in MODELS:
     raise WorkflowError(
         f"model.primary is {config['model']['primary']!r}, not one of the configured models {', '.join(MODELS)}"
@@ -80,16 +97,25 @@ def subjects():
     path = subjects_sheet_path()
     if path not in _sheet_cache:
         needed = ["pet_dicom" if config["pet_source"] == "dicom" else "pet"]
-        needed += ["organs"] if config["segmentation"]["exclude_organs"] else []
         needed += ["mask"] if config["segmentation"]["method"] == "reference" else []
         try:
             sheet = read_subjects(path)
-            check_subject_files(sheet, needed, path)
+            organs = "organs" in sheet.columns
+            if config["segmentation"]["exclude_organs"] and not organs and not PREDICTED_ORGANS:
+                raise WorkflowError(
+                    f"{path}: segmentation.exclude_organs needs organ masks (column organs) or a U-Net's predicted "
+                    "organs (unet: {enabled: true, organs: true, checkpoint: <an organ-aware network>}); "
+                    "or set segmentation: {exclude_organs: false}"
+                )
+            if config["unet"]["enabled"] and not config["unet"].get("checkpoint"):
+                if config["unet"]["organs"] and not organs:
+                    raise WorkflowError(
+                        f"{path}: unet.organs is true but the sheet has no organs column to train on; add the organ "
+                        "masks, give a trained organ-aware network (unet.checkpoint), or set unet: {organs: false}"
+                    )
+            check_subject_files(sheet, needed + (["organs"] if organs and config["segmentation"]["exclude_organs"] else []), path)
         except BiomarkerError as exc:
             raise WorkflowError(str(exc)) from None
-        if config["unet"]["enabled"] and config["unet"]["organs"] and "organs" not in sheet.columns:
-            raise WorkflowError(f"{path}: unet.organs is true but the sheet has no organs column; "
-                                "add the organ masks or set unet: {organs: false} (a lesion-only network)")
         validate(sheet, schema=SUBJECTS_SCHEMA)
         _sheet_cache[path] = sheet.set_index("subject_id", drop=False)
     return _sheet_cache[path]
@@ -112,10 +138,13 @@ def pet_image(wildcards):
 
 
 def organ_input(wildcards):
-    """Organ mask of physiological uptake, when the config excludes organs (or checks against them)."""
+    """Organ mask of physiological uptake, when the config excludes organs (or checks against them):
+    the sheet's, else the organ-aware U-Net's prediction."""
     if not config["segmentation"]["exclude_organs"] and config["segmentation"]["method"] != "reference":
         return []
     if "organs" not in subjects().columns:
+        if PREDICTED_ORGANS:
+            return {"organs": f"{RESULTS}/unet/{wildcards.subject}_organs.nii.gz"}
         return []
     return {"organs": subjects().loc[wildcards.subject, "organs"]}
 
@@ -148,6 +177,22 @@ DEEP = config["deep_features"]
 def training_epochs(block):
     """A network's epochs: `epochs` (deep_training: quick) or `full_epochs` (deep_training: full)."""
     return block["full_epochs"] if config["deep_training"] == "full" else block["epochs"]
+
+
+def cohort_unet_lesion_tables(wildcards):
+    """Lesion tables of the U-Net's segmentation of every subject of one cohort."""
+    sheet = subjects()
+    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
+    return expand(f"{RESULTS}/features/unet_lesions/{{subject}}.parquet", subject=ids)
+
+
+def model_feature_table(wildcards):
+    """The feature table of the wildcard's model and cohort (fit: the training cohort), from the
+    pipeline's segmentation or the U-Net's."""
+    cohort = getattr(wildcards, "cohort", TRAIN)
+    if model_segmentation(wildcards.model) == "unet":
+        return f"{RESULTS}/features/unet/{cohort}.parquet"
+    return f"{RESULTS}/features/{cohort}.parquet"
 
 
 def cohort_deep_tables(wildcards):
@@ -197,7 +242,7 @@ def final_targets(wildcards):
         f"{RESULTS}/report/metrics.tsv",
         f"{RESULTS}/report/headline.tsv",
         *(expand(f"{RESULTS}/report/compare_{{cohort}}.tsv", cohort=names) if len(MODELS) > 1 else []),
-        *([f"{RESULTS}/models/cv_summary.tsv"] if config["model"]["cv_folds"] else []),
+        *([f"{RESULTS}/models/cv_summary.tsv"] if config["model"]["cv_folds"] and CV_MODELS else []),
         *(
             expand(f"{RESULTS}/report/segmentation_quality_{{cohort}}.png", cohort=names)
             if config["segmentation"]["compare"]
@@ -301,15 +346,19 @@ def cohort_lesion_masks(wildcards):
     return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=ids)
 
 
+# Nested cross-validation compares the models on one feature table: the pipeline's segmentation.
+CV_MODELS = [m for m in MODELS if m not in UNET_MODELS]
+
+
 def cv_model_flags(wildcards):
-    """`--model NAME` for every configured model."""
-    return " ".join(f"--model {name}" for name in MODELS)
+    """`--model NAME` for every model cross-validated (those on the pipeline's features)."""
+    return " ".join(f"--model {name}" for name in CV_MODELS)
 
 
 def cv_set_flags(wildcards):
     """Every model's hyperparameters as `--set MODEL.KEY=VALUE` flags."""
     flags = []
-    for name in MODELS:
+    for name in CV_MODELS:
         flags.append(_set_flags(f"{name}.", model_hyperparameters(name)))
         entry = config["models"][name]
         if "kind" in entry:
@@ -341,6 +390,8 @@ def sheet_folder(wildcards, output):
 # A given sheet is checked when the workflow starts, before any job runs.
 if not SIMULATED:
     subjects()
+# Whether the sheet has organ masks (a simulated cohort always has): organ Dice needs them.
+SHEET_ORGANS = SIMULATED or "organs" in subjects().columns
 
 
 def compare_flags(wildcards):
@@ -348,7 +399,6 @@ def compare_flags(wildcards):
     return " ".join(f"--method {shlex.quote(m)}" for m in config["segmentation"]["compare"])
 
 
-UNET = config["unet"]
 
 
 def unet_scored(cohort):
@@ -387,9 +437,14 @@ def unet_predicted_flag(wildcards):
     return flags
 
 
+def organ_dice_flag(wildcards, output):
+    """`--organ-dice FILE` when the sheet's organ masks can score the network's organs."""
+    return f"--organ-dice {shlex.quote(output.organs)}" if SHEET_ORGANS else ""
+
+
 def without_organs_flag(wildcards):
     """`--without-organs` on the cohorts the U-Net is scored on (the comparison it is for)."""
-    wanted = config["segmentation"]["compare_without_organs"] and wildcards.cohort != TRAIN
+    wanted = config["segmentation"]["compare_without_organs"] and wildcards.cohort != TRAIN and SHEET_ORGANS
     return "--without-organs" if wanted else ""
 
 

@@ -19,6 +19,20 @@ rule lesion_features:
         " --subject-id {wildcards.subject} --out {output:q} > {log:q} 2>&1"
 
 
+# The same features of the U-Net's lesions, for models with `segmentation: unet`.
+use rule lesion_features as lesion_features_unet with:
+    input:
+        image=pet_image,
+        mask=f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
+        params=RADIOMICS_PARAMS,
+    output:
+        f"{RESULTS}/features/unet_lesions/{{subject}}.parquet",
+    log:
+        f"{RESULTS}/logs/features_unet/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/features_unet/{{subject}}.tsv"
+
+
 rule train_autoencoder:
     input:
         sheet=subjects_sheet_path_input,
@@ -88,6 +102,19 @@ rule cohort_table:
         "biomarkers aggregate --subjects {input.sheet:q} --cohort {wildcards.cohort} --out {output:q}"
         " --covariates '{params.covariates}' {params.categorical} --texture {params.texture} {params.extra}"
         " {input.lesions:q} > {log:q} 2>&1"
+
+
+use rule cohort_table as cohort_table_unet with:
+    input:
+        sheet=subjects_sheet_path_input,
+        lesions=cohort_unet_lesion_tables,
+        deep=[],
+    output:
+        f"{RESULTS}/features/unet/{{cohort}}.parquet",
+    log:
+        f"{RESULTS}/logs/cohort_table_unet/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cohort_table_unet/{{cohort}}.tsv"
 
 
 rule stability:

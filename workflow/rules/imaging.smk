@@ -57,6 +57,7 @@ rule train_unet:
         lr=UNET["lr"],
         lesions=UNET["lesion_fraction"],
         hot=UNET["hot_fraction"],
+        organ_fraction=UNET["organ_fraction"],
         channels=UNET["base_channels"],
         patch=UNET["patch"],
         ct="--use-ct" if UNET["use_ct"] else "--no-use-ct",
@@ -74,6 +75,7 @@ rule train_unet:
         "biomarkers train-unet --subjects {input.sheet:q} --cohort {params.cohort} --out {output:q}"
         " --epochs {params.epochs} --patches-per-epoch {params.patches} --batch-size {params.batch}"
         " --lr {params.lr} --lesion-fraction {params.lesions} --hot-fraction {params.hot}"
+        " --organ-fraction {params.organ_fraction}"
         " --base-channels {params.channels} --patch {params.patch} {params.ct} {params.organs}"
         " --spacing-mm {params.spacing} --seed {params.seed}"
         " --threads {threads} > {log:q} 2>&1"
@@ -83,7 +85,7 @@ rule segment_unet:
     input:
         unpack(unet_ct_input),
         pet=pet_image,
-        model=rules.train_unet.output[0],
+        model=unet_model,
     output:
         lesions=f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
         organs=f"{RESULTS}/unet/{{subject}}_organs.nii.gz" if UNET["organs"] else [],
@@ -113,11 +115,15 @@ rule segmentation_quality:
         sheet=subjects_sheet_path_input,
     output:
         cases=f"{RESULTS}/segmentation_quality/{{cohort}}_cases.tsv",
-        organs=report(
-            f"{RESULTS}/segmentation_quality/{{cohort}}_organ_dice.tsv",
-            caption="../report/organ_dice.rst",
-            category="Segmentation",
-            subcategory="{cohort}",
+        organs=(
+            report(
+                f"{RESULTS}/segmentation_quality/{{cohort}}_organ_dice.tsv",
+                caption="../report/organ_dice.rst",
+                category="Segmentation",
+                subcategory="{cohort}",
+            )
+            if SHEET_ORGANS
+            else []
         ),
         summary=report(
             f"{RESULTS}/segmentation_quality/{{cohort}}_summary.tsv",
@@ -135,9 +141,10 @@ rule segmentation_quality:
         methods=compare_flags,
         threshold=config["segmentation"]["threshold_suv"],
         min_volume=config["segmentation"]["min_volume_ml"],
-        organs="--exclude-organs" if config["segmentation"]["exclude_organs"] else "--no-exclude-organs",
+        organs="--exclude-organs" if config["segmentation"]["exclude_organs"] and SHEET_ORGANS else "--no-exclude-organs",
         without=without_organs_flag,
         predicted=unet_predicted_flag,
+        organ_dice=organ_dice_flag,
     log:
         f"{RESULTS}/logs/segmentation_quality/{{cohort}}.log",
     benchmark:
@@ -149,4 +156,4 @@ rule segmentation_quality:
         " --threshold {params.threshold} --min-volume-ml {params.min_volume} {params.organs} {params.without}"
         " {params.predicted}"
         " --out {output.cases:q} --summary {output.summary:q} --plot {output.plot:q}"
-        " --organ-dice {output.organs:q} > {log:q} 2>&1"
+        " {params.organ_dice} > {log:q} 2>&1"

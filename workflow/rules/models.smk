@@ -56,7 +56,7 @@ rule crossvalidate:
 rule fit:
     input:
         unpack(patches_input),
-        features=f"{RESULTS}/features/{TRAIN}.parquet",
+        features=model_feature_table,
     output:
         model=directory(f"{RESULTS}/models/{{model}}"),
         plot=report(
@@ -92,7 +92,7 @@ rule score:
     input:
         unpack(patches_input),
         model=rules.fit.output.model,
-        features=f"{RESULTS}/features/{{cohort}}.parquet",
+        features=model_feature_table,
     output:
         f"{RESULTS}/scores/{{model}}/{{cohort}}.parquet",
     params:
