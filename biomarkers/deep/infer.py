@@ -213,10 +213,46 @@ def unet_predict(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[fl
 
 #: Organ voxels this close to a predicted lesion are written as background (see :func:`organ_labels`).
 LESION_MARGIN_MM = 6.0
+#: Connected components each organ label keeps (see :func:`tidy_organs`): one brain, liver,
+#: bladder and heart, two kidneys.
+ORGAN_COMPONENTS = {1: 1, 2: 1, 3: 2, 4: 1, 5: 1}
+_CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
+
+
+def tidy_organs(organs: np.ndarray, components: dict[int, int] | None = None) -> np.ndarray:
+    """Each organ label's largest connected component(s) (26-connected) kept; every smaller piece
+    relabelled as the organ it borders most (a piece of "brain" inside the bladder is bladder),
+    or 0 when it borders no other organ.
+
+    The network's per-voxel arg-max scatters small pieces of the hot organs' labels over other
+    hot tissue, e.g. the rim of a liver lesion labelled brain; a threshold method then drops
+    that lesion as no hotter than the brain it touches. Trained on C1 and scored on C2, this
+    raised relative 41 % with the predicted organs from Dice 0.719 to 0.752 (PERCIST 0.708 to
+    0.729) and the organ Dice of every organ (heart 0.765 to 0.802, kidneys 0.873 to 0.927).
+    """
+    components = ORGAN_COMPONENTS if components is None else components
+    organs = np.asarray(organs)
+    out = organs.copy()
+    for label, keep in components.items():
+        pieces, n = ndimage.label(organs == label, structure=_CONNECTIVITY)
+        if n <= keep:
+            continue
+        sizes = ndimage.sum_labels(np.ones(pieces.shape, np.int64), pieces, np.arange(1, n + 1))
+        kept = set((1 + np.argsort(-sizes, kind="stable")[:keep]).tolist())
+        for piece, box in enumerate(ndimage.find_objects(pieces), start=1):
+            if piece in kept or box is None:
+                continue
+            box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            inside = pieces[box] == piece
+            ring = organs[box][ndimage.binary_dilation(inside, structure=_CONNECTIVITY) & ~inside]
+            ring = ring[(ring > 0) & (ring != label)]
+            out[box][inside] = np.bincount(ring).argmax() if ring.size else 0
+    return out
 
 
 def organ_labels(classes: np.ndarray, lesions: np.ndarray, organ_labels_of_classes: Sequence[int],
-                 spacing_mm: Sequence[float] | None = None, margin_mm: float = 0.0) -> np.ndarray:
+                 spacing_mm: Sequence[float] | None = None, margin_mm: float = 0.0,
+                 tidy: bool = False) -> np.ndarray:
     """Organ label image (uint8) from class probabilities: each voxel's most probable class, written
     as its organ label (0 for background and lesion), and 0 on the lesion mask, as in the
     organ convention of :mod:`biomarkers.segment.organs` (a lesion voxel is not an organ voxel).
@@ -225,7 +261,9 @@ def organ_labels(classes: np.ndarray, lesions: np.ndarray, organ_labels_of_class
     are 0 too: the network's organ predictions fray at a lesion's rim, and a threshold method
     drops a lesion that touches an organ no cooler than it (the simulator's exact organ masks keep
     a gap to every lesion outside an organ). Trained on C1 and scored on C2, a 6 mm margin raised
-    relative 41 % with the predicted organs from Dice 0.685 to 0.719 (PERCIST 0.665 to 0.708)."""
+    relative 41 % with the predicted organs from Dice 0.685 to 0.719 (PERCIST 0.665 to 0.708).
+    With ``tidy``, stray pieces of each organ label are cleaned up first (:func:`tidy_organs`).
+    """
     best = np.argmax(classes, axis=0)
     lookup = np.zeros(classes.shape[0], np.uint8)
     lookup[1:1 + len(organ_labels_of_classes)] = organ_labels_of_classes
@@ -237,7 +275,7 @@ def organ_labels(classes: np.ndarray, lesions: np.ndarray, organ_labels_of_class
             raise ValueError("a lesion margin needs the voxel spacing")
         near = ndimage.distance_transform_edt(~lesion, sampling=tuple(float(s) for s in spacing_mm)) <= margin_mm
         out[near] = 0
-    return out
+    return tidy_organs(out) if tidy else out
 
 
 def unet_segment(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[float], model: nn.Module,

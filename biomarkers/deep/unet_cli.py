@@ -109,8 +109,8 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
         Used in error messages.
     organs_out : str or Path, optional
         Also write the predicted organ label image (labels of :mod:`biomarkers.segment.organs`,
-        0 on the lesions and within :data:`~biomarkers.deep.infer.LESION_MARGIN_MM` of them);
-        the network must be organ-aware.
+        0 on the lesions and within :data:`~biomarkers.deep.infer.LESION_MARGIN_MM` of them, stray
+        pieces tidied by :func:`~biomarkers.deep.infer.tidy_organs`); the network must be organ-aware.
     flips : sequence of sequence of int
         Test-time mirroring (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
 
@@ -140,7 +140,7 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
                                    batch_size=batch_size, flips=flips)
     labels = label_lesions(lesion, spacing, threshold, min_volume_ml)
     if organs_out is not None:
-        organs = organ_labels(classes, labels, info["organ_labels"], spacing, LESION_MARGIN_MM)
+        organs = organ_labels(classes, labels, info["organ_labels"], spacing, LESION_MARGIN_MM, tidy=True)
         write_image(like(organs, pet), organs_out)
     write_image(like(labels, pet), out_path)
     return int(labels.max())

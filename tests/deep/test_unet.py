@@ -491,3 +491,21 @@ def test_predicted_organs_keep_a_margin_around_the_lesions():
     assert ball.sum() == 33 and np.array_equal(kept == 0, ball)
     with pytest.raises(ValueError, match="needs the voxel spacing"):
         organ_labels(classes, lesions, [1, 2, 3, 4, 5], margin_mm=4.0)
+
+
+def test_tidy_organs_relabels_stray_pieces():
+    from biomarkers.deep.infer import tidy_organs
+
+    organs = np.zeros((20, 20, 20), np.uint8)
+    organs[2:8, 2:8, 2:8] = 4         # the bladder
+    organs[3:5, 3:5, 8] = 1           # a piece of "brain" on the bladder's face: bladder
+    organs[12:18, 12:18, 12:18] = 1   # the brain
+    organs[15, 2, 15] = 1             # an isolated speck of "brain": background
+    organs[12:14, 2:4, 2:4] = 3       # two kidneys and a third, smaller "kidney" speck
+    organs[12:14, 6:8, 2:4] = 3
+    organs[17, 8, 2] = 3
+    tidy = tidy_organs(organs)
+    assert (tidy[3:5, 3:5, 8] == 4).all() and tidy[15, 2, 15] == 0 and tidy[17, 8, 2] == 0
+    assert (tidy[12:14, 2:4, 2:4] == 3).all() and (tidy[12:14, 6:8, 2:4] == 3).all()  # both kidneys kept
+    assert (tidy[12:18, 12:18, 12:18] == 1).all() and (tidy[2:8, 2:8, 2:8] == 4).all()
+    assert np.array_equal(tidy_organs(tidy), tidy)  # nothing left to tidy
