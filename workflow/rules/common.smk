@@ -68,7 +68,7 @@ try:
 except ValueError as exc:
     raise WorkflowError(f"config models: {exc}") from None
 UNET_MODELS = [m for m in MODELS if model_segmentation(m) == "unet"]
-if UNET_MODELS and not config["unet"]["enabled"]:
+if UNET_MODELS and not UNET["enabled"]:
     raise WorkflowError(f"models {', '.join(UNET_MODELS)} use the U-Net's segmentation; set unet: {{enabled: true}}")
 if config["model"]["primary"] not in MODELS:
     raise WorkflowError(
@@ -107,13 +107,13 @@ def subjects():
                     "organs (unet: {enabled: true, organs: true, checkpoint: <an organ-aware network>}); "
                     "or set segmentation: {exclude_organs: false}"
                 )
-            if config["unet"]["enabled"] and not config["unet"].get("checkpoint"):
-                if config["unet"]["organs"] and not organs:
-                    raise WorkflowError(
-                        f"{path}: unet.organs is true but the sheet has no organs column to train on; add the organ "
-                        "masks, give a trained organ-aware network (unet.checkpoint), or set unet: {organs: false}"
-                    )
-            check_subject_files(sheet, needed + (["organs"] if organs and config["segmentation"]["exclude_organs"] else []), path)
+            if UNET["enabled"] and UNET["organs"] and not UNET.get("checkpoint") and not organs:
+                raise WorkflowError(
+                    f"{path}: unet.organs is true but the sheet has no organs column to train on; add the organ "
+                    "masks, give a trained organ-aware network (unet.checkpoint), or set unet: {organs: false}"
+                )
+            needed += ["organs"] if organs and config["segmentation"]["exclude_organs"] else []
+            check_subject_files(sheet, needed, path)
         except BiomarkerError as exc:
             raise WorkflowError(str(exc)) from None
         validate(sheet, schema=SUBJECTS_SCHEMA)
