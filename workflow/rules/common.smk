@@ -121,6 +121,12 @@ def subjects():
     return _sheet_cache[path]
 
 
+def cohort_ids(cohort):
+    """Subject IDs of one cohort of the sheet."""
+    sheet = subjects()
+    return sheet.loc[sheet["cohort"] == cohort, "subject_id"]
+
+
 def subject_file(column):
     """Input function: the file in `column` of the wildcard's subject."""
 
@@ -166,9 +172,7 @@ def segment_flags(wildcards, input):
 
 def cohort_lesion_tables(wildcards):
     """Lesion tables of every subject of one cohort."""
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
-    return expand(f"{RESULTS}/features/lesions/{{subject}}.parquet", subject=ids)
+    return expand(f"{RESULTS}/features/lesions/{{subject}}.parquet", subject=cohort_ids(wildcards.cohort))
 
 
 DEEP = config["deep_features"]
@@ -181,9 +185,7 @@ def training_epochs(block):
 
 def cohort_unet_lesion_tables(wildcards):
     """Lesion tables of the U-Net's segmentation of every subject of one cohort."""
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
-    return expand(f"{RESULTS}/features/unet_lesions/{{subject}}.parquet", subject=ids)
+    return expand(f"{RESULTS}/features/unet_lesions/{{subject}}.parquet", subject=cohort_ids(wildcards.cohort))
 
 
 def model_feature_table(wildcards):
@@ -199,9 +201,7 @@ def cohort_deep_tables(wildcards):
     """deep_* lesion tables of every subject of one cohort (when deep features are on)."""
     if not DEEP["enabled"]:
         return []
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
-    return expand(f"{RESULTS}/features/deep/{{subject}}.parquet", subject=ids)
+    return expand(f"{RESULTS}/features/deep/{{subject}}.parquet", subject=cohort_ids(wildcards.cohort))
 
 
 def extra_flags(wildcards, input):
@@ -211,9 +211,7 @@ def extra_flags(wildcards, input):
 
 def training_lesion_masks(wildcards):
     """The training cohort's lesion masks (the autoencoder learns from their patches)."""
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == TRAIN, "subject_id"]
-    return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=ids)
+    return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=cohort_ids(TRAIN))
 
 
 def deep_ct_input(wildcards):
@@ -341,9 +339,7 @@ def patches_flag(wildcards, input):
 
 def cohort_lesion_masks(wildcards):
     """The pipeline's lesion masks of the cohort's subjects."""
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
-    return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=ids)
+    return expand(f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz", subject=cohort_ids(wildcards.cohort))
 
 
 # Nested cross-validation compares the models on one feature table: the pipeline's segmentation.
@@ -410,18 +406,14 @@ def unet_masks(wildcards):
     """The U-Net's lesion masks of the cohort's subjects (when it is scored there)."""
     if not unet_scored(wildcards.cohort):
         return []
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
-    return expand(f"{RESULTS}/unet/{{subject}}_lesions.nii.gz", subject=ids)
+    return expand(f"{RESULTS}/unet/{{subject}}_lesions.nii.gz", subject=cohort_ids(wildcards.cohort))
 
 
 def unet_organ_masks(wildcards):
     """The organ-aware U-Net's organ masks of the cohort's subjects (when it is scored there)."""
     if not (unet_scored(wildcards.cohort) and UNET["organs"]):
         return []
-    sheet = subjects()
-    ids = sheet.loc[sheet["cohort"] == wildcards.cohort, "subject_id"]
-    return expand(f"{RESULTS}/unet/{{subject}}_organs.nii.gz", subject=ids)
+    return expand(f"{RESULTS}/unet/{{subject}}_organs.nii.gz", subject=cohort_ids(wildcards.cohort))
 
 
 def unet_predicted_flag(wildcards):
@@ -474,9 +466,7 @@ STABILITY = config["stability"]
 
 def stability_subjects():
     """The first `stability.subjects` training subjects, by ID."""
-    sheet = subjects()
-    ids = sorted(sheet.loc[sheet["cohort"] == TRAIN, "subject_id"])
-    return ids[: STABILITY["subjects"]]
+    return sorted(cohort_ids(TRAIN))[: STABILITY["subjects"]]
 
 
 def stability_tables(wildcards):
