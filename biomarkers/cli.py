@@ -211,6 +211,9 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                                                             "non-lesion voxels: physiological uptake as hard negatives."),
                organ_fraction: float = typer.Option(0.0, help="Organ-aware network: share of the other patches "
                                                               "centred on an organ, each organ equally often."),
+               blur_fwhm_mm: float = typer.Option(0.0, help="Resolution augmentation: half the patches get their PET "
+                                                            "blurred by a Gaussian of FWHM up to this (mm) per axis, "
+                                                            "for centres with coarser scanners; 0: none."),
                threads: int = _THREADS,
                seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
                device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
@@ -222,7 +225,8 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                                     batch_size=batch_size, lr=lr, device=device, patch_size=(patch, patch, patch),
                                     base_channels=base_channels, lesion_fraction=lesion_fraction,
                                     hot_fraction=hot_fraction, use_organs=use_organs, organ_fraction=organ_fraction,
-                                    spacing_mm=(spacing_mm,) * 3 if spacing_mm > 0 else None)
+                                    spacing_mm=(spacing_mm,) * 3 if spacing_mm > 0 else None,
+                                    blur_fwhm_mm=blur_fwhm_mm)
     typer.echo(f"trained {epochs} epoch(s); loss {history[0]:.4f} -> {history[-1]:.4f}; {out}")
 
 

@@ -27,6 +27,12 @@ def pet_channel(suv: np.ndarray) -> np.ndarray:
     return (np.log1p(suv) / np.float32(np.log1p(PET_SCALE_SUV))).astype(np.float32)
 
 
+def pet_suv(channel: np.ndarray) -> np.ndarray:
+    """SUV (float32) from the PET input channel: the inverse of :func:`pet_channel` on SUV >= 0."""
+    channel = np.asarray(channel, dtype=np.float32)
+    return np.expm1(channel * np.float32(np.log1p(PET_SCALE_SUV))).astype(np.float32)
+
+
 def ct_channel(hu: np.ndarray) -> np.ndarray:
     """CT input channel (float32) from Hounsfield units."""
     lo, hi = CT_WINDOW_HU

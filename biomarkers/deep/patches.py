@@ -19,7 +19,13 @@ Augmentation is limited to changes that keep the clinical meaning of the voxel v
   interpolation (a weighted mean of neighbouring voxels, never outside their range), label
   by nearest neighbour;
 * additive Gaussian noise of SD ``noise_sd`` on the normalised channels (small: 0.02 is about
-  0.25 SUV at SUV 3, 0.55 SUV at SUV 8, and 20 HU).
+  0.25 SUV at SUV 3, 0.55 SUV at SUV 8, and 20 HU);
+* optionally (``blur_probability`` > 0) a coarser scanner: the PET of the patch is blurred, in
+  SUV (activity is what a point-spread function spreads), by a Gaussian whose FWHM per axis is
+  drawn uniformly up to ``max_blur_fwhm_voxels``; the label is not blurred, so the network learns
+  the lesion's extent from images as blurred as a lower-resolution centre's. The patch is blurred
+  with its surroundings and then cropped, so its borders are not darkened. A blur spreads uptake
+  without changing its total, so it keeps the meaning of SUV (a lesion imaged by a worse scanner).
 
 There is deliberately no intensity scaling, gamma, contrast or histogram change: an SUV of 5
 must stay an SUV of 5, and a rescaled PET channel would teach the network that lesion
@@ -33,10 +39,14 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from biomarkers.deep.normalise import ct_channel, pet_channel
+from biomarkers.deep.normalise import ct_channel, pet_channel, pet_suv
 
 #: Background of the raw images: SUV outside the body and HU of air.
 BACKGROUND_SUV, BACKGROUND_HU = 0.0, -1000.0
+#: FWHM of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+#: The blur augmentation's Gaussian is cut at this many standard deviations.
+BLUR_TRUNCATE = 3.0
 
 
 def background_values(n_channels: int) -> np.ndarray:
@@ -55,14 +65,30 @@ class Augmentation:
     max_rotation_deg: float = 10.0
     max_scale: float = 0.10
     noise_sd: float = 0.02
+    blur_probability: float = 0.0
+    max_blur_fwhm_voxels: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.blur_probability <= 1.0:
+            raise ValueError(f"blur_probability must be in [0, 1], got {self.blur_probability}")
+        fwhm = tuple(float(v) for v in self.max_blur_fwhm_voxels)
+        if len(fwhm) != 3 or min(fwhm) < 0:
+            raise ValueError(f"max_blur_fwhm_voxels must be three non-negative values, got {self.max_blur_fwhm_voxels}")
+        object.__setattr__(self, "max_blur_fwhm_voxels", fwhm)
 
     @classmethod
     def none(cls) -> "Augmentation":
         return cls(flip=False, max_rotation_deg=0.0, max_scale=0.0, noise_sd=0.0)
 
+    @property
+    def blurs(self) -> bool:
+        return self.blur_probability > 0 and max(self.max_blur_fwhm_voxels) > 0
+
     def record(self) -> dict:
-        """Settings as a plain dict, for checkpoints."""
-        return asdict(self)
+        """Settings as a plain dict (lists, not tuples), for checkpoints."""
+        record = asdict(self)
+        record["max_blur_fwhm_voxels"] = list(self.max_blur_fwhm_voxels)
+        return record
 
 
 def crop(volume: np.ndarray, centre: Sequence[int], patch_size: Sequence[int], fill: float) -> np.ndarray:
@@ -118,14 +144,25 @@ def extract_patch(channels: np.ndarray, label: np.ndarray, centre: Sequence[int]
     label = label.view(np.uint8) if label.dtype == bool else label.astype(np.uint8, copy=False)
     angle = np.deg2rad(rng.uniform(-1, 1) * augmentation.max_rotation_deg) if augmentation.max_rotation_deg else 0.0
     scale = 1.0 + rng.uniform(-1, 1) * augmentation.max_scale if augmentation.max_scale else 1.0
+    sigma = None
+    if augmentation.blurs and rng.random() < augmentation.blur_probability:
+        sigma = rng.uniform(0.0, 1.0, 3) * np.asarray(augmentation.max_blur_fwhm_voxels) / FWHM_PER_SIGMA
+    # with a blur, a patch of ``margin`` more voxels on every side is blurred, then cropped
+    margin = np.zeros(3, dtype=int) if sigma is None else np.ceil(BLUR_TRUNCATE * sigma).astype(int)
+    size = tuple(int(p) + 2 * int(m) for p, m in zip(patch_size, margin))
     if angle == 0.0 and scale == 1.0:
-        image = np.stack([crop(c, centre, patch_size, f) for c, f in zip(channels, fills)])
-        lab = crop(label, centre, patch_size, 0)
+        image = np.stack([crop(c, centre, size, f) for c, f in zip(channels, fills)])
+        lab = crop(label, centre, size, 0)
     else:
         cos, sin = np.cos(angle), np.sin(angle)
         matrix = np.array([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]]) / scale  # output -> input
-        image = np.stack([_warp(c, matrix, centre, patch_size, 1, f) for c, f in zip(channels, fills)])
-        lab = _warp(label, matrix, centre, patch_size, 0, 0)
+        image = np.stack([_warp(c, matrix, centre, size, 1, f) for c, f in zip(channels, fills)])
+        lab = _warp(label, matrix, centre, size, 0, 0)
+    if sigma is not None:
+        suv = ndimage.gaussian_filter(pet_suv(image[0]), sigma, mode="nearest", truncate=BLUR_TRUNCATE)
+        image[0] = pet_channel(suv)
+        inner = tuple(slice(int(m), int(m) + int(p)) for m, p in zip(margin, patch_size))
+        image, lab = image[(slice(None), *inner)], lab[inner]
     if augmentation.flip:
         axes = tuple(int(a) for a in np.flatnonzero(rng.random(3) < 0.5))
         if axes:

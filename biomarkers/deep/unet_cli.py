@@ -5,9 +5,11 @@ raise :class:`biomarkers.errors.InputError` (or a subclass) naming the subject a
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from biomarkers.deep.patches import Augmentation
 from biomarkers.deep.infer import LESION_MARGIN_MM, label_lesions, organ_labels, unet_predict
 from biomarkers.deep.unet_train import load_unet, read_case, resolve_device, train_unet
 from biomarkers.errors import InputError, SubjectsSheetError
@@ -21,7 +23,8 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
                           base_channels: int = 8, depth: int = 3, dropout: float = 0.0,
                           lesion_fraction: float = 0.5, hot_fraction: float = 0.0,
                           progress: bool = True, use_organs: bool | None = None,
-                          spacing_mm: Sequence[float] | None = None, organ_fraction: float = 0.0) -> list[float]:
+                          spacing_mm: Sequence[float] | None = None, organ_fraction: float = 0.0,
+                          blur_fwhm_mm: float = 0.0, blur_probability: float = 0.5) -> list[float]:
     """Train the U-Net on the reference lesion masks of one cohort of a subjects sheet.
 
     Parameters
@@ -43,6 +46,11 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
         does so when the sheet has an ``organs`` column, False trains on the lesions alone.
     spacing_mm : sequence of float, optional
         Voxel spacing (z, y, x) the network works at; None: each image's own grid.
+    blur_fwhm_mm, blur_probability : float
+        Resolution augmentation: this share of the patches has its PET blurred by a Gaussian of
+        FWHM up to ``blur_fwhm_mm`` per axis (:class:`~biomarkers.deep.patches.Augmentation`), so
+        that a centre with a coarser scanner than the training centres' is segmented as well;
+        0 (default) does not blur. Needs ``spacing_mm``.
 
     Returns
     -------
@@ -69,6 +77,14 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     if members.empty:
         found = ", ".join(sorted(sheet["cohort"].dropna().unique())) or "none"
         raise SubjectsSheetError(f"no subject in cohort {cohort!r} (cohorts: {found})", path=subjects_path)
+    if blur_fwhm_mm < 0:
+        raise ValueError(f"blur_fwhm_mm must be non-negative, got {blur_fwhm_mm}")
+    augmentation = Augmentation()
+    if blur_fwhm_mm > 0:
+        if spacing_mm is None:
+            raise ValueError("the blur augmentation (blur_fwhm_mm) needs the network's voxel spacing (spacing_mm)")
+        augmentation = replace(augmentation, blur_probability=blur_probability,
+                               max_blur_fwhm_voxels=tuple(blur_fwhm_mm / float(s) for s in spacing_mm))
     check_subject_files(members, columns, subjects_path)
     cases = [read_case(row.pet, row.ct if use_ct else None, row.mask, row.subject_id,
                        row.organs if use_organs else None)
@@ -77,7 +93,7 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
                       base_channels=base_channels, depth=depth, dropout=dropout,
                       lesion_fraction=lesion_fraction, hot_fraction=hot_fraction,
                       case_ids=list(members["subject_id"]), progress=progress, spacing_mm=spacing_mm,
-                      organ_fraction=organ_fraction)
+                      organ_fraction=organ_fraction, augmentation=augmentation)
 
 
 def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_path: str | Path,

@@ -158,6 +158,25 @@ def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
     assert not (tmp_path / "results").exists()
 
 
+def test_unet_segmentation_model_without_the_unet_stops_before_any_job(tmp_path):
+    import SimpleITK as sitk
+
+    for sid in ("s1", "s2"):
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32)), str(tmp_path / f"{sid}_pet.nii.gz"))
+    pd.DataFrame({"subject_id": ["s1", "s2"], "cohort": ["train", "validation"], "center": ["A", "B"],
+                  "pet": ["s1_pet.nii.gz", "s2_pet.nii.gz"], "time": [100.0, 200.0], "event": [1, 0]}
+                 ).to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"results: {tmp_path / 'results'}\nsubjects: {tmp_path / 'subjects.tsv'}\n"
+                      "radiomics_params: pet\nsegmentation: {exclude_organs: false}\nunet: {enabled: false}\n"
+                      "model: {primary: cox_a, features: [total_mtv_ml]}\n"
+                      "models: {cox_a: {kind: coxph}, cox_b: {kind: coxph, segmentation: unet}}\n")
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
+    assert proc.returncode != 0
+    assert "models cox_b use the U-Net's segmentation; set unet: {enabled: true}" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_path):
     # tiny_run read the simulated NIfTI PETs; this run converts the same cohort's DICOM series.
     dicom_run = tmp_path / "results"

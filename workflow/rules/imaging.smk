@@ -58,6 +58,7 @@ rule train_unet:
         lesions=UNET["lesion_fraction"],
         hot=UNET["hot_fraction"],
         organ_fraction=UNET["organ_fraction"],
+        blur=UNET["blur_fwhm_mm"],
         channels=UNET["base_channels"],
         patch=UNET["patch"],
         ct="--use-ct" if UNET["use_ct"] else "--no-use-ct",
@@ -75,7 +76,7 @@ rule train_unet:
         "biomarkers train-unet --subjects {input.sheet:q} --cohort {params.cohort} --out {output:q}"
         " --epochs {params.epochs} --patches-per-epoch {params.patches} --batch-size {params.batch}"
         " --lr {params.lr} --lesion-fraction {params.lesions} --hot-fraction {params.hot}"
-        " --organ-fraction {params.organ_fraction}"
+        " --organ-fraction {params.organ_fraction} --blur-fwhm-mm {params.blur}"
         " --base-channels {params.channels} --patch {params.patch} {params.ct} {params.organs}"
         " --spacing-mm {params.spacing} --seed {params.seed}"
         " --threads {threads} > {log:q} 2>&1"
