@@ -1,6 +1,7 @@
 """The subjects sheet: one row per subject with image paths, outcome and covariates."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +12,10 @@ from biomarkers.errors import InputError, SubjectsSheetError
 
 #: Columns every subjects sheet must have.
 REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "pet", "time", "event")
+#: What a subject ID and a cohort name may be: letters, digits, ".", "_" and "-", starting with a
+#: letter or digit. They become file names and command-line arguments of the workflow, so a
+#: space, a slash or a shell character ("$", "`", ";") in them is refused rather than escaped.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Columns holding file paths, resolved relative to the sheet's folder.
 PATH_COLUMNS = ("pet", "pet_dicom", "ct", "mask", "organs")
 
@@ -35,6 +40,14 @@ def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
         raise SubjectsSheetError(f"subjects sheet lacks column(s) {', '.join(missing)}", path=path)
     if df["subject_id"].isna().any():
         raise SubjectsSheetError(f"empty subject_id in row {int(df['subject_id'].isna().argmax()) + 2}", path=path)
+    for column in ("subject_id", "cohort"):
+        if column not in df.columns:
+            continue
+        unsafe = [v for v in df[column].dropna() if not SAFE_NAME.fullmatch(v)]
+        if unsafe:
+            raise SubjectsSheetError(f"{column} {unsafe[0]!r} may hold only letters, digits, '.', '_' and '-' "
+                                     "(starting with a letter or digit, at most 128 characters); rename it",
+                                     path=path)
     dup = df["subject_id"][df["subject_id"].duplicated()]
     if len(dup):
         raise SubjectsSheetError("subject_id appears more than once", subject_id=dup.iloc[0], path=path)

@@ -16,7 +16,7 @@ rule lesion_features:
         ENV
     shell:
         "biomarkers features --image {input.image:q} --mask {input.mask:q} --params {input.params:q}"
-        " --subject-id {wildcards.subject} --out {output:q} > {log:q} 2>&1"
+        " --subject-id {wildcards.subject:q} --out {output:q} > {log:q} 2>&1"
 
 
 # The same features of the U-Net's lesions, for models with `segmentation: unet`.
@@ -77,7 +77,7 @@ rule embed:
         ENV
     shell:
         "biomarkers embed --image {input.image:q} --mask {input.mask:q} --model {input.model:q} {params.ct}"
-        " --subject-id {wildcards.subject} --out {output:q} > {log:q} 2>&1"
+        " --subject-id {wildcards.subject:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule cohort_table:
@@ -99,7 +99,7 @@ rule cohort_table:
     conda:
         ENV
     shell:
-        "biomarkers aggregate --subjects {input.sheet:q} --cohort {wildcards.cohort} --out {output:q}"
+        "biomarkers aggregate --subjects {input.sheet:q} --cohort {wildcards.cohort:q} --out {output:q}"
         " --covariates '{params.covariates}' {params.categorical} --texture {params.texture} {params.extra}"
         " {input.lesions:q} > {log:q} 2>&1"
 
@@ -137,7 +137,7 @@ rule stability:
         ENV
     shell:
         "biomarkers stability --image {input.image:q} --mask {input.mask:q} --params {input.params:q}"
-        " --subject-id {wildcards.subject} {params.perturb} {params.fwhm} --seed {params.seed}"
+        " --subject-id {wildcards.subject:q} {params.perturb} {params.fwhm} --seed {params.seed}"
         " --out {output:q} > {log:q} 2>&1"
 
 

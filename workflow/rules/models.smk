@@ -151,7 +151,7 @@ rule evaluate:
         "biomarkers evaluate --scores {input.scores:q} --out {output.metrics:q} {params.truth}"
         " --bootstrap {params.bootstrap} --seed {params.seed} --table {output.table:q}"
         " --km-plot {output.km:q} --cindex-plot {output.cindex:q} --calibration-plot {output.calibration:q}"
-        " --label {wildcards.cohort} --model-name {wildcards.model}"
+        " --label {wildcards.cohort:q} --model-name {wildcards.model:q}"
         " > {log:q} 2>&1"
 
 
