@@ -461,7 +461,8 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         from biomarkers.report.model_plots import model_plot
 
         model_plot(bundle, summary, table, plot, f"{model} (n={len(table)}, {bundle.info['n_events']} events)")
-    typer.echo(f"fitted {model} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out}")
+    typer.echo(f"fitted {model} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out} "
+               f"(bundle SHA-256 {bundle.sha256})")
 
 
 def _pipeline(table, include: str, harmonize: bool, not_harmonized: str, corr_threshold: Optional[float],
@@ -555,12 +556,14 @@ def score(model: Path = typer.Option(..., help="Frozen model directory."),
           out: Path = typer.Option(..., help="scores.parquet to write."),
           patches: Optional[Path] = typer.Option(None, help="cnn_survival: the cohort's lesion patches "
                                                             "(`biomarkers lesion-patches`)."),
+          expect_sha256: Optional[str] = typer.Option(None, help="Refuse the model unless its bundle SHA-256 "
+                                                                 "(printed by `fit`) is this one."),
           threads: int = _THREADS) -> None:
     """Apply a frozen model to a cohort."""
     _torch_threads(threads)
     from biomarkers.survival.bundle import load_bundle, read_feature_table, score_table, write_scores
 
-    bundle = load_bundle(model)
+    bundle = load_bundle(model, expect_sha256)
     table = read_feature_table(features, need_outcome=False)
     write_scores(score_table(bundle, table, features, _read_bags(patches)), out, bundle)
 

@@ -5,7 +5,12 @@ preprocessing, the model's own state, the risk-group cut-off, the abstention thr
 survival horizons, the training table's feature columns, subject IDs and SHA-256, library
 versions), any weight file the model needs (its SHA-256 in ``model.json``) and, for linear
 models, ``coefficients.tsv``. Everything but the weights is plain JSON, so a reviewer can
-read what was fitted.
+read what was fitted. ``manifest.json`` lists the SHA-256 of every other file; :func:`load_bundle`
+refuses a bundle whose files differ from it (an edited coefficient, cut-off or training list, a
+swapped weight file), naming the file, and the SHA-256 of the manifest itself
+(:func:`bundle_sha256`, printed by ``fit`` and written with every score) identifies the whole
+bundle: ``score --expect-sha256`` checks it against the value a study published, which catches
+a bundle rewritten together with its manifest. No file of a bundle is read with pickle.
 
 Scores (:func:`score_table`): ``risk`` is the mean over MC-dropout samples (the single
 prediction of deterministic models), ``risk_sd`` their standard deviation (0 for
@@ -37,13 +42,16 @@ import pandas as pd
 
 from biomarkers.errors import FeatureTableError, ModelBundleError
 from biomarkers.io.atomic import write_parquet
+from biomarkers.io.provenance import sha256_file
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
 
 if TYPE_CHECKING:
     from biomarkers.deep.lesion_bags import LesionBags
 
-BUNDLE_FORMAT = 2
+BUNDLE_FORMAT = 3
+#: The file listing the SHA-256 of every other file of a bundle.
+MANIFEST = "manifest.json"
 OUTCOME = ("subject_id", "time", "event")
 #: Column of the feature table naming each subject's centre (needed by ComBat).
 CENTER = "center"
@@ -66,6 +74,8 @@ class ModelBundle:
     estimator: SurvivalModel
     risk_cutoff: float
     info: dict
+    #: SHA-256 of the bundle's manifest (:func:`bundle_sha256`) once saved or loaded.
+    sha256: str = ""
 
     def design(self, table: pd.DataFrame, what: str = "feature table") -> np.ndarray:
         """The preprocessed design matrix of ``table`` (training statistics only)."""
@@ -268,20 +278,33 @@ def save_bundle(bundle: ModelBundle, summary: pd.DataFrame | None, out_dir: str 
         (tmp / "model.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         if summary is not None:
             summary.to_csv(tmp / "coefficients.tsv", sep="\t", index=False, float_format="%.6g")
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"bundle_format": BUNDLE_FORMAT, "files": files}, indent=2,
+                                               sort_keys=True) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        bundle.sha256 = bundle_sha256(out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
-def load_bundle(model_dir: str | Path) -> ModelBundle:
-    """Read a frozen model directory written by :func:`save_bundle`."""
+def load_bundle(model_dir: str | Path, expect_sha256: str | None = None) -> ModelBundle:
+    """Read a frozen model directory written by :func:`save_bundle`.
+
+    ``expect_sha256``: the bundle's published :func:`bundle_sha256`; a bundle with another one
+    is refused.
+    """
     folder = Path(model_dir)
     path = folder / "model.json"
     if not path.is_file():
         raise ModelBundleError(f"{path}: not a model directory (model.json missing)")
+    check_manifest(folder)
+    digest = bundle_sha256(folder)
+    if expect_sha256 is not None and digest != expect_sha256.strip().lower():
+        raise ModelBundleError(f"{folder / MANIFEST}: bundle SHA-256 {digest} is not the expected "
+                               f"{expect_sha256.strip()}; this is not the published model")
     state = json.loads(path.read_text())
     found = state.get("info", {}).get("bundle_format")
     if found != BUNDLE_FORMAT:
@@ -291,7 +314,33 @@ def load_bundle(model_dir: str | Path) -> ModelBundle:
     info = state["info"]
     estimator = make_model(state["model"], info["hyperparameters"]).restore(state["estimator"], folder)
     pre = FeaturePipeline.from_dict(state["preprocessor"])
-    return ModelBundle(state["model"], pre, estimator, float(state["risk_cutoff"]), info)
+    return ModelBundle(state["model"], pre, estimator, float(state["risk_cutoff"]), info, digest)
+
+
+def check_manifest(folder: str | Path) -> None:
+    """Refuse a bundle whose files are not the ones its manifest lists (see the module docstring)."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise ModelBundleError(f"{manifest}: missing; the bundle was written by an older version or "
+                               "altered; refit the model")
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        listed = {str(name): str(digest) for name, digest in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ModelBundleError(f"{manifest}: not a bundle manifest; refit the model") from None
+    for name, digest in sorted(listed.items()):
+        path = folder / name
+        if Path(name).name != name or not path.is_file():
+            raise ModelBundleError(f"{path}: listed in {MANIFEST} but missing from the model directory")
+        if sha256_file(path) != digest:
+            raise ModelBundleError(f"{path}: SHA-256 differs from the one in {MANIFEST} (file changed "
+                                   "after fitting); refit the model or restore the file")
+
+
+def bundle_sha256(folder: str | Path) -> str:
+    """SHA-256 of a bundle's manifest: one hash for the whole frozen model."""
+    return sha256_file(Path(folder) / MANIFEST)
 
 
 def _first(names: list[str], n: int = 5) -> str:
@@ -376,7 +425,8 @@ def write_scores(scores: pd.DataFrame, path: str | Path, bundle: ModelBundle) ->
     write_parquet(scores, path, {"model": bundle.model, "risk_cutoff": bundle.risk_cutoff,
                                  "hyperparameters": bundle.info["hyperparameters"],
                                  "abstention": bundle.info["abstention"],
-                                 "train_table_sha256": bundle.info.get("train_table_sha256", "")})
+                                 "train_table_sha256": bundle.info.get("train_table_sha256", ""),
+                                 "bundle_sha256": bundle.sha256})
 
 
 def _versions() -> dict[str, str]:

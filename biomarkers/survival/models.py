@@ -28,7 +28,8 @@ and offers one interface, :class:`SurvivalModel`:
 
 The linear models (``coxph``, ``coxnet``) keep their coefficients and a Breslow baseline
 cumulative hazard in the JSON state (``S(t | x) = exp(-H0(t) exp(x b))``); the forest is
-written with joblib and the networks with ``torch.save`` beside ``model.json``, which records
+written as plain arrays (``rsf.npz``, read without pickle: a bundle cannot run code) and the
+networks with ``torch.save`` (read with ``weights_only``) beside ``model.json``, which records
 each file's SHA-256.
 """
 from __future__ import annotations
@@ -200,7 +201,7 @@ class Coxnet(LinearCox):
 
 class Forest(SurvivalModel):
     name = "rsf"
-    FILE = "rsf.joblib"
+    FILE = "rsf.npz"
 
     def fit(self, x, time, event, names=None, **inputs):
         from sksurv.ensemble import RandomSurvivalForest
@@ -222,18 +223,76 @@ class Forest(SurvivalModel):
         return np.where(pos >= 0, surv[:, np.maximum(pos, 0)], 1.0)[None]
 
     def state(self, folder):
-        import joblib
-
-        joblib.dump(self.forest_, folder / self.FILE, compress=3)
+        np.savez_compressed(folder / self.FILE, **forest_arrays(self.forest_))
         return {"file": file_record(folder / self.FILE)}
 
     def restore(self, state, folder):
-        import joblib
-
         path = folder / self.FILE
         _check_file(path, state["file"]["sha256"])
-        self.forest_ = joblib.load(path)
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                self.forest_ = forest_from_arrays(dict(arrays), self.params)
+        except (ValueError, KeyError, OSError) as exc:
+            raise ModelBundleError(f"{path}: not a forest written by this version ({exc})") from None
         return self
+
+
+def forest_arrays(forest) -> dict[str, np.ndarray]:
+    """A fitted :class:`sksurv.ensemble.RandomSurvivalForest` as plain arrays (no pickle).
+
+    Per tree ``i``: its node table (``t<i>.nodes``, a structured array of numbers), the node
+    values (``t<i>.values``: cumulative hazard and survival per event time), the depth and
+    every fitted attribute of the :class:`sksurv.tree.SurvivalTree` (``t<i>.attr.<name>``);
+    and the forest's own fitted attributes (``forest.<name>``). Loaded with
+    ``allow_pickle=False`` by :func:`forest_from_arrays`, so a bundle cannot carry code.
+    """
+    out: dict[str, np.ndarray] = {"n_trees": np.asarray(len(forest.estimators_))}
+    for name in _FITTED_FOREST:
+        out[f"forest.{name}"] = np.asarray(getattr(forest, name))
+    for i, tree in enumerate(forest.estimators_):
+        nodes = tree.tree_.__getstate__()
+        out[f"t{i}.nodes"], out[f"t{i}.values"] = nodes["nodes"], nodes["values"]
+        out[f"t{i}.max_depth"] = np.asarray(nodes["max_depth"])
+        for name in _FITTED_TREE:
+            out[f"t{i}.attr.{name}"] = np.asarray(getattr(tree, name))
+    return out
+
+
+def forest_from_arrays(arrays: dict[str, np.ndarray], params: dict) -> Any:
+    """The forest of :func:`forest_arrays`, ready to predict (same results as the fitted one)."""
+    from sklearn.tree._tree import Tree
+    from sksurv.ensemble import RandomSurvivalForest
+    from sksurv.tree import SurvivalTree
+
+    def value(a: np.ndarray) -> Any:
+        return a.item() if a.ndim == 0 else a
+
+    forest = RandomSurvivalForest(n_estimators=params["n_estimators"], min_samples_leaf=params["min_samples_leaf"],
+                                  max_features=params["max_features"], random_state=params["seed"], n_jobs=1)
+    for name in _FITTED_FOREST:
+        setattr(forest, name, value(arrays[f"forest.{name}"]))
+    forest.estimator_ = SurvivalTree(min_samples_leaf=params["min_samples_leaf"], max_features=params["max_features"])
+    trees = []
+    for i in range(int(arrays["n_trees"])):
+        tree = SurvivalTree(min_samples_leaf=params["min_samples_leaf"], max_features=params["max_features"])
+        for name in _FITTED_TREE:
+            setattr(tree, name, value(arrays[f"t{i}.attr.{name}"]))
+        nodes, values = arrays[f"t{i}.nodes"], arrays[f"t{i}.values"]
+        if nodes.dtype.hasobject or values.dtype.hasobject:
+            raise ValueError("object arrays")
+        structure = Tree(int(tree.n_features_in_), np.atleast_1d(np.asarray(tree.n_classes_, dtype=np.intp)),
+                         int(tree.n_outputs_))
+        structure.__setstate__({"max_depth": int(arrays[f"t{i}.max_depth"]), "node_count": len(nodes),
+                                "nodes": nodes, "values": values})
+        tree.tree_ = structure
+        trees.append(tree)
+    forest.estimators_ = trees
+    return forest
+
+
+#: Fitted attributes of the forest and of each of its trees that prediction reads.
+_FITTED_FOREST = ("n_features_in_", "n_outputs_", "unique_times_", "is_event_time_")
+_FITTED_TREE = ("n_features_in_", "n_outputs_", "n_classes_", "max_features_", "unique_times_", "is_event_time_")
 
 
 class Deep(SurvivalModel):

@@ -140,10 +140,59 @@ def test_frozen_bundle_scores_identically(gbsg2, bundles, name, tmp_path):
 def test_changed_weight_file_is_refused(gbsg2, bundles, tmp_path):
     bundle, summary = bundles["rsf"]
     save_bundle(bundle, summary, tmp_path / "rsf")
-    with open(tmp_path / "rsf" / "rsf.joblib", "ab") as fh:
+    with open(tmp_path / "rsf" / "rsf.npz", "ab") as fh:
         fh.write(b"x")
     with pytest.raises(ModelBundleError, match="SHA-256 differs"):
         load_bundle(tmp_path / "rsf")
+
+
+def test_tampered_bundle_is_refused_naming_the_file(gbsg2, bundles, tmp_path):
+    import hashlib
+    import pickle
+
+    from biomarkers.survival.bundle import bundle_sha256
+
+    bundle, summary = bundles["coxph"]
+    folder = tmp_path / "coxph"
+    save_bundle(bundle, summary, folder)
+    published = bundle_sha256(folder)
+    assert bundle.sha256 == published and load_bundle(folder, published).sha256 == published
+    state = json.loads((folder / "model.json").read_text())
+    state["risk_cutoff"] += 0.1  # an edited cut-off
+    (folder / "model.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(ModelBundleError, match=r"coxph/model.json: SHA-256 differs from the one in manifest.json"):
+        load_bundle(folder)
+    # the manifest rewritten to match: only the published hash catches it
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["model.json"] = hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(folder).risk_cutoff == pytest.approx(bundle.risk_cutoff + 0.1)
+    with pytest.raises(ModelBundleError, match=f"bundle SHA-256 [0-9a-f]{{64}} is not the expected {published}"):
+        load_bundle(folder, published)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ModelBundleError, match="manifest.json: missing"):
+        load_bundle(folder)
+
+    # a pickle in place of the forest, with every hash rewritten: never unpickled
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PWNED"), "w"))
+
+    forest, forest_summary = bundles["rsf"]
+    folder = tmp_path / "rsf"
+    save_bundle(forest, forest_summary, folder)
+    (folder / "rsf.npz").write_bytes(pickle.dumps(Payload()))
+    digest = hashlib.sha256((folder / "rsf.npz").read_bytes()).hexdigest()
+    state = json.loads((folder / "model.json").read_text())
+    state["estimator"]["file"]["sha256"] = digest
+    (folder / "model.json").write_text(json.dumps(state))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"].update({"rsf.npz": digest,
+                              "model.json": hashlib.sha256((folder / "model.json").read_bytes()).hexdigest()})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelBundleError, match="rsf.npz: not a forest written by this version"):
+        load_bundle(folder)
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_table_with_other_columns_or_shared_subjects_is_refused(gbsg2, bundles):
