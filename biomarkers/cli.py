@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from biomarkers.errors import BiomarkerError
+from biomarkers.errors import BiomarkerError, FeatureTableError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reproducible PET/CT radiomics and survival biomarker pipeline.")
@@ -45,6 +45,9 @@ def _torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+# Options shared by `fit` and `cv`.
+_TRAINING_COHORT = typer.Option("train", help="Cohort the table must be of (its metadata, from `aggregate`): "
+                                               "a validation cohort's table is refused.")
 # Preprocessing options shared by `fit` and `cv`.
 _HARMONIZE = typer.Option(False, help="ComBat across the table's center column (fitted on training).")
 _NOT_HARMONIZED = typer.Option("", help="Comma-separated features ComBat leaves alone (clinical covariates).")
@@ -114,7 +117,11 @@ def resample(image: Path = typer.Argument(..., help="Image to move (e.g. the CT)
     from biomarkers.imaging.resample import resample_to
     from biomarkers.io.images import read_image, write_image
 
-    write_image(resample_to(read_image(image), read_image(reference), interpolation, outside), out)
+    try:
+        moved = resample_to(read_image(image), read_image(reference), interpolation, outside)
+    except ValueError as exc:
+        raise InputError(str(exc), None, image) from None
+    write_image(moved, out)
 
 
 @app.command()
@@ -154,7 +161,7 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
         from biomarkers.deep.unet_cli import segment_with_unet
 
         if model is None:
-            raise ValueError("--method unet needs --model CHECKPOINT (from `biomarkers train-unet`)")
+            raise InputError("--method unet needs --model CHECKPOINT (from `biomarkers train-unet`)", sid, pet)
         segment_with_unet(pet, ct, model, out, probability, min_volume_ml, subject_id=sid,
                           organs_out=organs_out, flips=[(2,)] if tta else [])
         image, labels = read_image_pair(pet, out, sid)
@@ -173,13 +180,16 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
             image, organ_image = read_image_pair(pet, organs, sid)
             organ_array = to_array(organ_image)
         else:
-            image = read_image(pet, sid)
-        labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
-                                 fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
+            image = read_image(pet, sid, "pet")
+        try:
+            labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
+                                     fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
+        except ValueError as exc:
+            raise InputError(str(exc), sid, pet) from None
         write_image(like(labels, image), out)
     check_path = check_organs or organs
     if check_path is not None and (organ_array is None or check_path != organs):  # not read above
-        check_image = read_image(check_path, sid)
+        check_image = read_image(check_path, sid, "mask")
         check_same_geometry(image, check_image, pet, check_path, sid)
         organ_array = to_array(check_image)
     check = check_segmentation(labels, spacing_zyx_mm(image), None if check_path is None else organ_array,
@@ -443,6 +453,7 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         plot: Optional[Path] = typer.Option(None, help="Model figure (PNG): coefficients, importance or loss curves."),
         patches: Optional[Path] = typer.Option(None, help="cnn_survival: the training cohort's lesion patches "
                                                           "(`biomarkers lesion-patches`)."),
+        training_cohort: str = _TRAINING_COHORT,
         threads: int = _THREADS) -> None:
     """Fit a survival model on the training cohort and freeze it."""
     from biomarkers.io.provenance import sha256_file
@@ -450,12 +461,18 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
 
     _torch_threads(threads)
     params = _key_values(set_)
-    table = read_feature_table(features)
+    table = read_feature_table(features, training_cohort=training_cohort)
     pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     bags = _read_bags(patches)
-    bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer, l1_ratio,
-                                 sha256_file(features), params, [float(h) for h in _split(horizons)] or None,
-                                 abstain_quantile, pipeline, abstain_on, bags)
+    try:
+        bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,
+                                     l1_ratio, sha256_file(features), params,
+                                     [float(h) for h in _split(horizons)] or None, abstain_quantile, pipeline,
+                                     abstain_on, bags)
+    except FeatureTableError as exc:
+        if exc.path is not None:
+            raise
+        raise FeatureTableError(str(exc), path=features) from None
     save_bundle(bundle, summary, out)
     if plot is not None:
         from biomarkers.report.model_plots import model_plot
@@ -516,6 +533,7 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
        folds_out: Optional[Path] = typer.Option(None, help="Also write every fold's held-out C-indices (TSV)."),
        patches: Optional[Path] = typer.Option(None, help="The training cohort's lesion patches, for cnn_survival "
                                                          "candidates (`biomarkers lesion-patches`)."),
+       training_cohort: str = _TRAINING_COHORT,
        threads: int = _THREADS) -> None:
     """Nested cross-validation of candidate models on the training cohort (for model choice)."""
     _torch_threads(threads)
@@ -529,7 +547,7 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
         if not dot or name not in params:
             raise ValueError(f"--set {key}=...: expected MODEL.KEY with MODEL one of {', '.join(params)}")
         params[name][hyper] = _split(value) if hyper in ("features", "log_features") else value
-    table = read_feature_table(features)
+    table = read_feature_table(features, training_cohort=training_cohort)
     pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     per_fold = cross_validate(table, params, _split(include) or None, _split(log_features), folds, repeats, seed,
                               progress=True, pipeline=pipeline, bags=_read_bags(patches))

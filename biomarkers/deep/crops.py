@@ -220,7 +220,7 @@ def subject_patches(pet_path: str | Path, ct_path: str | Path | None, mask_path:
         if ct_path is None:
             raise InputError(f"the encoder needs a CT image (channels {list(spec.channels)}); give the CT file",
                              subject_id, pet_path)
-        ct = read_image(ct_path, subject_id)
+        ct = read_image(ct_path, subject_id, "ct")
         check_same_geometry(pet, ct, pet_path, ct_path, subject_id)
         hu = to_array(ct)
     labels = label_array(mask, subject_id, mask_path)

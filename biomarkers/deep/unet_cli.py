@@ -145,10 +145,10 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
     if not needs_ct and ct_path is not None:
         raise InputError(f"the U-Net in {model_path} was trained on PET alone; leave out the CT",
                          subject_id, ct_path)
-    pet = read_image(pet_path, subject_id)
+    pet = read_image(pet_path, subject_id, "pet")
     hu = None
     if needs_ct:
-        ct = read_image(ct_path, subject_id)
+        ct = read_image(ct_path, subject_id, "ct")
         check_same_geometry(pet, ct, pet_path, ct_path, subject_id)
         hu = to_array(ct)
     spacing = spacing_zyx_mm(pet)

@@ -97,14 +97,14 @@ def read_case(pet_path: str | Path, ct_path: str | Path | None, mask_path: str |
     GeometryError
         The CT, the mask or the organ image is not on the PET grid.
     """
-    pet = read_image(pet_path, subject_id)
+    pet = read_image(pet_path, subject_id, "pet")
 
-    def on_grid(path: str | Path) -> np.ndarray:
-        image = read_image(path, subject_id)
+    def on_grid(path: str | Path, kind: str = "mask") -> np.ndarray:
+        image = read_image(path, subject_id, kind)
         check_same_geometry(pet, image, pet_path, path, subject_id)
         return to_array(image)
 
-    hu = None if ct_path is None else on_grid(ct_path)
+    hu = None if ct_path is None else on_grid(ct_path, "ct")
     organs = None
     if organs_path is not None:
         organs = on_grid(organs_path)

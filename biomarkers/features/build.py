@@ -26,7 +26,17 @@ def _read_tables(paths: Sequence[str | Path], what: str) -> dict[str, tuple[Path
                                     "or `biomarkers embed`)", path=path)
         if sid in tables:
             raise FeatureTableError(f"second {what} of the subject (first: {tables[sid][0]})", sid, path)
-        tables[sid] = (path, pd.read_parquet(path))
+        frame = pd.read_parquet(path)
+        if "subject_id" in frame.columns and len(frame):
+            others = sorted(set(frame["subject_id"].astype(str)) - {str(sid)})
+            if others:
+                raise FeatureTableError(f"{what} has rows of subject {others[0]}, but its metadata names this "
+                                        "subject; rebuild it with `biomarkers features`", sid, path)
+        if "lesion_id" in frame.columns and frame["lesion_id"].duplicated().any():
+            lesion = frame["lesion_id"][frame["lesion_id"].duplicated()].iloc[0]
+            raise FeatureTableError(f"{what} has lesion {lesion} more than once (a lesion would count twice); "
+                                    "rebuild it with `biomarkers features`", sid, path)
+        tables[sid] = (path, frame)
     return tables
 
 

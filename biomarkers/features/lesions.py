@@ -15,7 +15,8 @@ from biomarkers.io.images import read_image_pair, spacing_zyx_mm, to_array
 
 
 def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: str,
-                    params_path: str | Path | None = None, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+                    params_path: str | Path | None = None, progress: bool = False,
+                    image_kind: str = "pet") -> tuple[pd.DataFrame, dict]:
     """One row per lesion label of ``mask_path``: ``subject_id``, ``lesion_id``, features.
 
     Parameters
@@ -28,6 +29,8 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
         Written to the table and used in error messages.
     params_path : str or Path, optional
         pyradiomics parameter file; without it only the PET metrics are computed.
+    image_kind : {"pet", "ct"}
+        What the image holds, for the checks of :func:`biomarkers.io.images.read_image`.
 
     Returns
     -------
@@ -38,7 +41,7 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
     metadata : dict
         Provenance for the parquet file (inputs, pyradiomics settings).
     """
-    image, mask = read_image_pair(image_path, mask_path, subject_id)
+    image, mask = read_image_pair(image_path, mask_path, subject_id, image_kind)
     table, settings = image_lesion_features(image, mask, subject_id, params_path, mask_path, progress)
     metadata: dict = {"subject_id": subject_id, "image": file_record(image_path), "mask": file_record(mask_path)}
     metadata.update(settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import SimpleITK as sitk
 
 from biomarkers.io.images import GEOMETRY_TOLERANCE, grid_differences
@@ -88,12 +89,32 @@ def resample_to(image: sitk.Image, reference: sitk.Image,
         pixel_type = image.GetPixelID()
     else:
         pixel_type = sitk.sitkFloat32
+    if not grids_overlap(image, reference):
+        raise ValueError("the image and the reference grid do not overlap in space (another patient "
+                         "position or coordinate frame?); the result would be all outside value")
     if same_grid(image, reference):
         same = sitk.Cast(image, pixel_type)
         same.CopyInformation(reference)
         return same
     return sitk.Resample(image, reference, sitk.Transform(), INTERPOLATORS[interpolation],
                          float(default_value), pixel_type)
+
+
+def _extent(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper physical corner (mm) of the voxel centres' bounding box."""
+    size = np.array(image.GetSize()) - 1
+    corners = [image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
+               for corner in np.array(np.meshgrid(*[[0, n] for n in size])).reshape(len(size), -1).T]
+    corners = np.array(corners)
+    half = np.abs(np.array(image.GetDirection()).reshape(len(size), -1) @ np.array(image.GetSpacing())) / 2
+    return corners.min(axis=0) - half, corners.max(axis=0) + half
+
+
+def grids_overlap(image: sitk.Image, reference: sitk.Image) -> bool:
+    """Whether the two images' fields of view share any volume."""
+    lo_a, hi_a = _extent(image)
+    lo_b, hi_b = _extent(reference)
+    return bool(np.all(np.minimum(hi_a, hi_b) > np.maximum(lo_a, lo_b)))
 
 
 def resample_ct_to_pet(ct: sitk.Image, pet: sitk.Image) -> sitk.Image:

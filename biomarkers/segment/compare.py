@@ -32,7 +32,7 @@ def _predicted_image(name: str, pattern: str, sid: str, pet, pet_path) -> np.nda
     path = Path(pattern.replace("{subject}", str(sid)))
     if not path.is_file():
         raise InputError(f"no {name} segmentation", sid, path)
-    image = read_image(path, sid)
+    image = read_image(path, sid, "mask")
     check_same_geometry(pet, image, pet_path, path, sid)
     return to_array(image)
 
@@ -94,11 +94,11 @@ def compare_methods(subjects_path: str | Path, cohort: str, methods: Sequence[st
     for _, subj in tqdm(members.iterrows(), total=len(members), desc=f"segmentation quality {cohort}",
                         disable=not progress):
         sid = subj["subject_id"]
-        pet = read_image(subj["pet"], sid)
+        pet = read_image(subj["pet"], sid, "pet")
         ref = read_mask(subj["mask"], pet, sid, reference_path=subj["pet"])  # any format, on the PET grid
         organs = None
         if exclude_organs:
-            organ_image = read_image(subj["organs"], sid)
+            organ_image = read_image(subj["organs"], sid, "mask")
             check_same_geometry(pet, organ_image, subj["pet"], subj["organs"], sid)
             organs = to_array(organ_image)
         suv, reference, spacing = to_array(pet).astype(np.float64), to_array(ref), spacing_zyx_mm(pet)
@@ -149,8 +149,8 @@ def organ_scores(subjects_path: str | Path, cohort: str, name: str, pattern: str
     rows = []
     for _, subj in members.iterrows():
         sid = subj["subject_id"]
-        pet = read_image(subj["pet"], sid)
-        truth = read_image(subj["organs"], sid)
+        pet = read_image(subj["pet"], sid, "pet")
+        truth = read_image(subj["organs"], sid, "mask")
         check_same_geometry(pet, truth, subj["pet"], subj["organs"], sid)
         guess = _predicted_image(name, pattern, sid, pet, subj["pet"])
         rows.append({"subject_id": sid, "center": subj["center"], "method": name,

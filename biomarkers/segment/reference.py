@@ -21,6 +21,6 @@ from biomarkers.segment.threshold import label_components
 def reference_lesions(pet_path: str | Path, mask_path: str | Path, min_volume_ml: float = 0.0,
                       subject_id: str | None = None) -> tuple[np.ndarray, sitk.Image]:
     """Labelled lesions (uint16, 1..n) of a reference mask on the PET grid, and the PET image."""
-    pet = read_image(pet_path, subject_id)
+    pet = read_image(pet_path, subject_id, "pet")
     mask = read_mask(mask_path, pet, subject_id, reference_path=pet_path)
     return label_components(to_array(mask) > 0, spacing_zyx_mm(pet), min_volume_ml), pet

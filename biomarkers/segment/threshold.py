@@ -77,6 +77,11 @@ def segment_lesions(suv: np.ndarray, spacing_mm: tuple[float, float, float], met
         raise ValueError(f"unknown segmentation method {method!r}; choose one of {', '.join(METHODS)}")
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    if method != "percist" and not threshold_suv > 0:
+        raise ValueError(f"the SUV threshold must be positive, got {threshold_suv} (SUV 0 and below is "
+                         "background and would make the whole body one lesion)")
+    if not min_volume_ml >= 0:
+        raise ValueError(f"min_volume_ml must be 0 or more, got {min_volume_ml}")
     if method == "percist":
         threshold_suv = percist_threshold(suv, organs, spacing_mm, liver_label)
     candidates = _drop_organ_uptake(suv >= threshold_suv, suv, organs)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError, ModelBundleError
-from biomarkers.io.atomic import write_parquet
+from biomarkers.io.atomic import read_parquet_metadata, write_parquet
 from biomarkers.io.provenance import sha256_file
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
@@ -124,11 +124,22 @@ class ModelBundle:
         return self.estimator.risk_samples(x, self.info["score_seed"], **self.inputs(table, bags)).mean(axis=0)
 
 
-def read_feature_table(path: str | Path, need_outcome: bool = True) -> pd.DataFrame:
-    """Read a feature table and check the ``subject_id``/``time``/``event`` layout."""
+def read_feature_table(path: str | Path, need_outcome: bool = True,
+                       training_cohort: str | None = None) -> pd.DataFrame:
+    """Read a feature table and check the ``subject_id``/``time``/``event`` layout.
+
+    ``training_cohort``: a table whose metadata names another cohort (``aggregate`` records it)
+    is refused, so that no model is fitted on a validation cohort by mistake.
+    """
     path = Path(path)
     if not path.is_file():
         raise FeatureTableError("feature table does not exist", path=path)
+    if training_cohort is not None:
+        cohort = read_parquet_metadata(path).get("cohort")
+        if cohort is not None and str(cohort) != training_cohort:
+            raise FeatureTableError(f"feature table of cohort {cohort!r}, not of the training cohort "
+                                    f"{training_cohort!r}; fit on the training cohort's table, or pass "
+                                    f"--training-cohort {cohort} if it is the one meant", path=path)
     table = pd.read_parquet(path)
     need = list(OUTCOME) if need_outcome else ["subject_id"]
     missing = [c for c in need if c not in table.columns]
@@ -137,6 +148,16 @@ def read_feature_table(path: str | Path, need_outcome: bool = True) -> pd.DataFr
     if table["subject_id"].duplicated().any():
         sid = table.loc[table["subject_id"].duplicated(), "subject_id"].iloc[0]
         raise FeatureTableError(f"subject {sid} appears more than once", path=path)
+    if need_outcome:
+        time = pd.to_numeric(table["time"], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(time) | (time <= 0)
+        if bad.any():
+            raise FeatureTableError(f"time must be a positive number, got {table['time'][bad].iloc[0]!r}",
+                                    str(table["subject_id"][bad].iloc[0]), path)
+        bad = ~pd.to_numeric(table["event"], errors="coerce").isin([0, 1]).to_numpy()
+        if bad.any():
+            raise FeatureTableError(f"event must be 0 or 1, got {table['event'][bad].iloc[0]!r}",
+                                    str(table["subject_id"][bad].iloc[0]), path)
     return table
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from biomarkers.errors import InputError
@@ -98,6 +99,38 @@ def headline_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).fillna("")
 
 
+#: Fewest events a cohort needs to be evaluated: below it a C-index or a hazard ratio says nothing
+#: (2 subjects give C = 1.0 with the interval 1.0-1.0).
+MIN_EVENTS = 3
+
+
+def check_scored_outcomes(scores: pd.DataFrame, path: str | Path) -> None:
+    """Refuse scores that cannot be evaluated: missing columns, outcomes outside event in {0, 1}
+    and finite time > 0, a subject twice, a non-finite risk, fewer than :data:`MIN_EVENTS` events."""
+    lacking = [c for c in ("subject_id", "risk", "time", "event") if c not in scores.columns]
+    if lacking:
+        raise InputError(f"scores lack column(s) {', '.join(lacking)} (score a table with outcomes)", path=path)
+    sid = scores["subject_id"].astype(str)
+    twice = sid[sid.duplicated()]
+    if len(twice):
+        raise InputError("subject scored more than once", twice.iloc[0], path)
+    time = pd.to_numeric(scores["time"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(time) | (time <= 0)
+    if bad.any():
+        raise InputError(f"time must be a positive number, got {scores['time'][bad].iloc[0]!r}", sid[bad].iloc[0], path)
+    event = pd.to_numeric(scores["event"], errors="coerce")
+    bad = ~event.isin([0, 1]).to_numpy()
+    if bad.any():
+        raise InputError(f"event must be 0 or 1, got {scores['event'][bad].iloc[0]!r}", sid[bad].iloc[0], path)
+    risk = pd.to_numeric(scores["risk"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(risk)
+    if bad.any():
+        raise InputError(f"risk is {risk[bad][0]}", sid[bad].iloc[0], path)
+    if int(event.sum()) < MIN_EVENTS:
+        raise InputError(f"{int(event.sum())} event(s) in {len(scores)} subjects; at least {MIN_EVENTS} are needed "
+                         "for a C-index or a hazard ratio", path=path)
+
+
 def evaluate_to_files(scores_path: str | Path, out: str | Path, truth_path: str | Path | None = None,
                       n_boot: int = 1000, seed: int = 0, table: str | Path | None = None,
                       km_plot: str | Path | None = None, cindex_plot: str | Path | None = None,
@@ -117,12 +150,17 @@ def evaluate_to_files(scores_path: str | Path, out: str | Path, truth_path: str 
     if not scores_path.is_file():
         raise InputError("scores file does not exist", path=scores_path)
     scores = pd.read_parquet(scores_path)
+    check_scored_outcomes(scores, scores_path)
     cutoff = read_parquet_metadata(scores_path).get("risk_cutoff")
     truth = None
     if truth_path is not None:
         if not Path(truth_path).is_file():
             raise InputError("truth table does not exist", path=truth_path)
         truth = pd.read_csv(truth_path, sep="\t", dtype={"subject_id": str})
+        lacking = [c for c in ("subject_id", "true_lp") if c not in truth.columns]
+        if lacking:
+            raise InputError(f"truth table lacks column(s) {', '.join(lacking)} (expected the simulator's "
+                             "truth.tsv)", path=truth_path)
     metrics = evaluate_scores(scores, truth, n_boot, seed, horizon_days=horizon_days,
                               calibration_groups=calibration_groups, risk_cutoff=cutoff)
     metrics["cohort"] = label

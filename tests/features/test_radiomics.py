@@ -81,7 +81,7 @@ def test_ct_parameter_file_on_a_ct_lesion(tmp_path):
         img.SetSpacing((0.98, 0.98, 3.0))
         paths.append(tmp_path / f"{name}.nii.gz")
         sitk.WriteImage(img, str(paths[-1]))
-    table, meta = lesion_features(*paths, "sub-ct", "ct")
+    table, meta = lesion_features(*paths, "sub-ct", "ct", image_kind="ct")
     row = table.iloc[0]
     assert row["original_firstorder_Mean"] == pytest.approx(hu[labels == 1].mean(), abs=3)  # after 2 mm resampling
     assert row["original_shape_VoxelVolume"] == pytest.approx(labels.sum() * 0.98 * 0.98 * 3.0, rel=0.1)

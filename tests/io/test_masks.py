@@ -145,7 +145,7 @@ def test_bad_label_images(tmp_path, pet):
     with pytest.raises(InputError, match="nor a readable DICOM"):
         read_mask(tmp_path / "junk.dcm", pet, "sub-01")
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b broken")
-    with pytest.raises(InputError, match="cannot read image"):
+    with pytest.raises(InputError, match="truncated or corrupt gzip file"):
         read_mask(tmp_path / "broken.nii.gz", pet, "sub-01")
 
 

@@ -133,6 +133,8 @@ def test_rerun_from_scratch_gives_identical_results(tiny_run, tmp_path):
 @pytest.mark.parametrize("breakage, message", [
     ("no_time", "subjects.tsv: subjects sheet lacks column(s) time"),
     ("no_image", "subject s2, file {folder}/s2_pet.nii.gz: pet file does not exist"),
+    ("hostile_id", "subjects.tsv: subject_id 'x$(touch${{IFS}}PWNED)' may hold only letters, digits"),
+    ("spaced_id", "subjects.tsv: subject_id 's 2' may hold only letters, digits"),
 ])
 def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
     import numpy as np
@@ -147,6 +149,8 @@ def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
                           "time": [100.0, 200.0], "event": [1, 0]})
     if breakage == "no_time":
         sheet = sheet.drop(columns="time")
+    if breakage in ("hostile_id", "spaced_id"):
+        sheet.loc[1, "subject_id"] = "x$(touch${IFS}PWNED)" if breakage == "hostile_id" else "s 2"
     sheet.to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
     config = tmp_path / "config.yaml"
     config.write_text(f"results: {tmp_path / 'results'}\nsubjects: {tmp_path / 'subjects.tsv'}\n"
@@ -156,6 +160,7 @@ def test_bad_subjects_sheet_stops_before_any_job(tmp_path, breakage, message):
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if message.format(folder=tmp_path) in line]
     assert len(lines) == 1, proc.stderr[-2000:]
     assert not (tmp_path / "results").exists()
+    assert not list(ROOT.glob("PWNED")) and not list(tmp_path.glob("PWNED"))
 
 
 def test_unet_segmentation_model_without_the_unet_stops_before_any_job(tmp_path):

@@ -12,6 +12,21 @@ from biomarkers.io.subjects import check_subject_files, read_subjects
 from biomarkers.survival.models import hyperparameters
 
 
+def check_config(config):
+    """The config's first schema error as one line naming the key (Snakemake's own message
+    prints the whole schema); unknown keys are errors at every level."""
+    import jsonschema
+    import yaml
+
+    with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")) as handle:
+        schema = yaml.safe_load(handle)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "top level"
+        raise WorkflowError(f"config, {where}: {error.message.splitlines()[0]}")
+
+
+check_config(config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 RESULTS = config["results"]
@@ -112,6 +127,10 @@ def subjects():
                     f"{path}: unet.organs is true but the sheet has no organs column to train on; add the organ "
                     "masks, give a trained organ-aware network (unet.checkpoint), or set unet: {organs: false}"
                 )
+            cohorts = sorted(sheet["cohort"].dropna().unique())
+            if TRAIN not in cohorts:
+                raise WorkflowError(f"{path}: training_cohort {TRAIN!r} names no cohort of the sheet "
+                                    f"(cohorts: {', '.join(cohorts)})")
             needed += ["organs"] if organs and config["segmentation"]["exclude_organs"] else []
             check_subject_files(sheet, needed, path)
         except BiomarkerError as exc:

@@ -40,6 +40,7 @@ rule crossvalidate:
         folds=config["model"]["cv_folds"],
         repeats=config["model"]["cv_repeats"],
         patches=patches_flag,
+        train=TRAIN,
     log:
         f"{RESULTS}/logs/crossvalidate.log",
     benchmark:
@@ -50,7 +51,8 @@ rule crossvalidate:
     shell:
         "biomarkers cv --features {input.features:q} {params.models} {params.sets} --include '{params.include}'"
         " --log-features '{params.log_features}' {params.pipeline} --folds {params.folds} --repeats {params.repeats}"
-        " {params.patches} --threads {threads} --out {output.summary:q} --folds-out {output.folds:q} > {log:q} 2>&1"
+        " {params.patches} --training-cohort {params.train:q} --threads {threads} --out {output.summary:q}"
+        " --folds-out {output.folds:q} > {log:q} 2>&1"
 
 
 rule fit:
@@ -74,6 +76,7 @@ rule fit:
         horizons=",".join(str(h) for h in config["model"]["horizons_days"]),
         abstain=config["model"]["abstain_quantile"],
         patches=patches_flag,
+        train=TRAIN,
     log:
         f"{RESULTS}/logs/fit/{{model}}.log",
     benchmark:
@@ -85,7 +88,7 @@ rule fit:
         "biomarkers fit --features {input.features:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
         " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
         " --horizons '{params.horizons}' --abstain-quantile {params.abstain} {params.patches} --threads {threads}"
-        " > {log:q} 2>&1"
+        " --training-cohort {params.train:q} > {log:q} 2>&1"
 
 
 rule score:
