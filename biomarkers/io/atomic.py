@@ -20,6 +20,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
+    if path.is_dir():
+        from biomarkers.errors import InputError
+
+        raise InputError("is a directory; give a file name to write", path=path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)

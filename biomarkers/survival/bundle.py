@@ -326,16 +326,22 @@ def load_bundle(model_dir: str | Path, expect_sha256: str | None = None) -> Mode
     if expect_sha256 is not None and digest != expect_sha256.strip().lower():
         raise ModelBundleError(f"{folder / MANIFEST}: bundle SHA-256 {digest} is not the expected "
                                f"{expect_sha256.strip()}; this is not the published model")
-    state = json.loads(path.read_text())
-    found = state.get("info", {}).get("bundle_format")
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ModelBundleError(f"{path}: not valid JSON ({exc})") from None
+    found = state.get("info", {}).get("bundle_format") if isinstance(state, dict) else None
     if found != BUNDLE_FORMAT:
         raise ModelBundleError(f"{path}: bundle format {found}, this version reads {BUNDLE_FORMAT}; refit the model")
     if state["model"] not in MODELS:
         raise ModelBundleError(f"{path}: unknown model {state['model']!r}")
-    info = state["info"]
-    estimator = make_model(state["model"], info["hyperparameters"]).restore(state["estimator"], folder)
-    pre = FeaturePipeline.from_dict(state["preprocessor"])
-    return ModelBundle(state["model"], pre, estimator, float(state["risk_cutoff"]), info, digest)
+    try:
+        info = state["info"]
+        estimator = make_model(state["model"], info["hyperparameters"]).restore(state["estimator"], folder)
+        pre = FeaturePipeline.from_dict(state["preprocessor"])
+        return ModelBundle(state["model"], pre, estimator, float(state["risk_cutoff"]), info, digest)
+    except (KeyError, TypeError) as exc:
+        raise ModelBundleError(f"{path}: incomplete model description (no {exc}); refit the model") from None
 
 
 def check_manifest(folder: str | Path) -> None:

@@ -139,6 +139,15 @@ def json_edit(path, change):
     path.write_text(json.dumps(state))
 
 
+def reseal(model):
+    """Rewrite a bundle's manifest after an edit (what a careless or hostile user could do)."""
+    import hashlib
+
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["files"] = {name: hashlib.sha256((model / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    (model / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _features(pet, mask, sid="s0"):
     return ["features", "--image", pet, "--mask", mask, "--subject-id", sid]
 
@@ -210,6 +219,11 @@ def cases():
         pet(r), image_with(f, "negmask.nii.gz", -np.ones((16, 20, 20), np.int16))), "negative label", ["negmask.nii.gz"])
     yield c("features: NaN mask", lambda r, f: _features(
         pet(r), image_with(f, "nanmask.nii.gz", pet_with(np.nan))), "NaN or infinite", ["nanmask.nii.gz"])
+    yield c("features: --out is a directory", lambda r, f: _features(pet(r), mask(r)) + ["--out", f],
+            "is a directory", ["case"])
+    yield c("score: model.json without a key", lambda r, f: ["score", "--model", edit_model(r, f, lambda m: (
+        json_edit(m / "model.json", lambda s: s.pop("preprocessor")), reseal(m))), "--features",
+        r / "validation.parquet"], "incomplete model description (no 'preprocessor')", ["model.json"])
     yield c("segment: threshold -1", lambda r, f: _segment(pet(r), "--method", "fixed", "--threshold", "-1"),
             "SUV threshold must be positive", ["s0_pet.nii.gz"])
     yield c("segment: threshold 0", lambda r, f: _segment(pet(r), "--method", "relative", "--threshold", "0"),
@@ -306,7 +320,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(study, tmp_path, build, exp
     outputs = {"features": ".parquet", "segment": ".nii.gz", "resample": ".nii.gz", "aggregate": ".parquet",
                "fit": "", "score": ".parquet", "evaluate": ".json"}
     target = out.with_name("result" + outputs[args[0]])
-    result = CliRunner().invoke(app, [str(a) for a in args] + ["--out", str(target)])
+    argv = [str(a) for a in args] + ([] if "--out" in args else ["--out", str(target)])
+    result = CliRunner().invoke(app, argv)
     assert isinstance(result.exception, SystemExit) and result.exit_code == 1, (result.output, result.exception)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
