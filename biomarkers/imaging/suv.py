@@ -84,6 +84,11 @@ NORMALISATIONS = {n.name: n for n in (
 )}
 
 
+#: Injected activities accepted (Bq): clinical FDG doses are 100-750 MBq (EANM 2015 guideline:
+#: about 2-4 MBq/kg); a value outside 1 MBq-2 GBq is a unit error (MBq or mCi written as Bq).
+PLAUSIBLE_DOSE_BQ = (1e6, 2e9)
+
+
 def body_quantity(norm: str, weight_kg: float | None, height_m: float | None,
                   sex: str | None) -> float:
     """The normalising quantity of :data:`NORMALISATIONS` ``norm``: grams, or cm2 for ``bsa``."""
@@ -308,6 +313,10 @@ def compute_suv(series: DicomSeries, norm: str = "bw") -> tuple[np.ndarray, dict
         quantity = _body_quantity(header, norm, record)
         dose_bq = header.number("RadionuclideTotalDose", "SUV needs the injected activity (Bq)",
                                 isotope=True)
+        if not PLAUSIBLE_DOSE_BQ[0] <= dose_bq <= PLAUSIBLE_DOSE_BQ[1]:
+            raise DicomTagError(f"{tag_label('RadionuclideTotalDose')} is {dose_bq:g} Bq, not an injected activity "
+                                f"between {PLAUSIBLE_DOSE_BQ[0] / 1e6:g} MBq and {PLAUSIBLE_DOSE_BQ[1] / 1e9:g} GBq "
+                                "(written in MBq or mCi instead of Bq?)", path=header.path)
         record["radionuclide_total_dose_bq"] = dose_bq
         factors = _decay_factors(header, record)
         record["decay_factor"] = _summary(factors.tolist())

@@ -188,6 +188,8 @@ def test_cnts_without_philips_factor_is_an_error(tmp_path: Path) -> None:
     ("PatientWeight", "0", r"PatientWeight \(0010,1030\) is 0, it must be a positive number"),
     ("SeriesTime", "091500", r"uptake time of -15.0 min"),
     ("RadionuclideTotalDose", "-5", r"RadionuclideTotalDose \(0018,1074\).* must be a positive number"),
+    ("RadionuclideTotalDose", "370", r"RadionuclideTotalDose \(0018,1074\) is 370 Bq, not an injected activity"),
+    ("RadionuclideTotalDose", "3.7e10", r"is 3.7e\+10 Bq, not an injected activity between 1 MBq and 2 GBq"),
     ("CorrectedImage", ["DECY", "NORM"], r"CorrectedImage \(0028,0051\) is DECY\\NORM without ATTN"),
     ("CorrectedImage", ["ATTN", "NORM"], r"CorrectedImage .* but DecayCorrection .* is START"),
 ])
