@@ -176,14 +176,9 @@ def _find_in_folder(folder: Path, kind: MaskKind, subject_id: str | None) -> tup
 
 def _read_label_image(path: Path, reference: sitk.Image, subject_id: str | None, resample: bool,
                       reference_path: str | Path | None) -> sitk.Image:
-    mask = read_image(path, subject_id)
-    if mask.GetNumberOfComponentsPerPixel() != 1 or mask.GetDimension() != reference.GetDimension():
-        raise InputError("not a scalar label image of the reference's dimension", subject_id, path)
+    mask = read_image(path, subject_id, "mask")  # a 3D scalar image of whole, non-negative labels
     values = sitk.GetArrayViewFromImage(mask)
-    if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
-        raise InputError("label image holds non-integer values; a mask must hold whole "
-                         "labels (0 = background)", subject_id, path)
-    if values.size and (values.min() < 0 or values.max() > np.iinfo(np.uint16).max):
+    if values.size and values.max() > np.iinfo(np.uint16).max:
         raise InputError("labels must lie between 0 and 65535", subject_id, path)
     mask = sitk.Cast(mask, sitk.sitkUInt16)
     problems = grid_differences(reference, mask)

@@ -52,7 +52,7 @@ def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
     if len(dup):
         raise SubjectsSheetError("subject_id appears more than once", subject_id=dup.iloc[0], path=path)
     if "time" in df.columns:
-        _check_outcome(df, path)
+        check_outcome(df, path)
     for col in PATH_COLUMNS:
         if col in df.columns:
             df[col] = [None if pd.isna(p) else str((path.parent / p) if not Path(p).is_absolute() else Path(p))
@@ -60,19 +60,20 @@ def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
     return df
 
 
-def _check_outcome(df: pd.DataFrame, path: Path) -> None:
+def check_outcome(df: pd.DataFrame, path: str | Path, error: type[InputError] = SubjectsSheetError) -> None:
+    """Refuse a ``time`` that is not a positive finite number and an ``event`` (when present) other
+    than 0 or 1, naming the first such subject and ``path``: the same check for the subjects sheet,
+    feature tables and score tables (``error``: the error class to raise)."""
     time = pd.to_numeric(df["time"], errors="coerce")
     bad = ~np.isfinite(time) | (time <= 0)
     if bad.any():
-        sid = df["subject_id"][bad].iloc[0]
-        raise SubjectsSheetError(f"time must be a positive number, got {df['time'][bad].iloc[0]!r}",
-                                 subject_id=sid, path=path)
+        sid = str(df["subject_id"][bad].iloc[0])
+        raise error(f"time must be a positive number, got {df['time'][bad].iloc[0]!r}", sid, path)
     if "event" in df.columns:
         ok = df["event"].isin([0, 1, True, False])
         if not ok.all():
-            sid = df["subject_id"][~ok].iloc[0]
-            raise SubjectsSheetError(f"event must be 0 or 1, got {df['event'][~ok].iloc[0]!r}",
-                                     subject_id=sid, path=path)
+            sid = str(df["subject_id"][~ok].iloc[0])
+            raise error(f"event must be 0 or 1, got {df['event'][~ok].iloc[0]!r}", sid, path)
 
 
 def subject_row(df: pd.DataFrame, subject_id: str, path: str | Path) -> pd.Series:

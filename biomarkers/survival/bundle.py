@@ -43,6 +43,7 @@ import pandas as pd
 from biomarkers.errors import FeatureTableError, ModelBundleError
 from biomarkers.io.atomic import read_parquet_metadata, write_parquet
 from biomarkers.io.provenance import sha256_file
+from biomarkers.io.subjects import check_outcome
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
 
@@ -149,15 +150,7 @@ def read_feature_table(path: str | Path, need_outcome: bool = True,
         sid = table.loc[table["subject_id"].duplicated(), "subject_id"].iloc[0]
         raise FeatureTableError(f"subject {sid} appears more than once", path=path)
     if need_outcome:
-        time = pd.to_numeric(table["time"], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(time) | (time <= 0)
-        if bad.any():
-            raise FeatureTableError(f"time must be a positive number, got {table['time'][bad].iloc[0]!r}",
-                                    str(table["subject_id"][bad].iloc[0]), path)
-        bad = ~pd.to_numeric(table["event"], errors="coerce").isin([0, 1]).to_numpy()
-        if bad.any():
-            raise FeatureTableError(f"event must be 0 or 1, got {table['event'][bad].iloc[0]!r}",
-                                    str(table["subject_id"][bad].iloc[0]), path)
+        check_outcome(table, path, FeatureTableError)
     return table
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import read_parquet_metadata, write_json, write_tsv
+from biomarkers.io.subjects import check_outcome
 from biomarkers.validation.metrics import evaluate_scores
 
 
@@ -114,14 +115,8 @@ def check_scored_outcomes(scores: pd.DataFrame, path: str | Path) -> None:
     twice = sid[sid.duplicated()]
     if len(twice):
         raise InputError("subject scored more than once", twice.iloc[0], path)
-    time = pd.to_numeric(scores["time"], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(time) | (time <= 0)
-    if bad.any():
-        raise InputError(f"time must be a positive number, got {scores['time'][bad].iloc[0]!r}", sid[bad].iloc[0], path)
-    event = pd.to_numeric(scores["event"], errors="coerce")
-    bad = ~event.isin([0, 1]).to_numpy()
-    if bad.any():
-        raise InputError(f"event must be 0 or 1, got {scores['event'][bad].iloc[0]!r}", sid[bad].iloc[0], path)
+    check_outcome(scores, path, InputError)
+    event = pd.to_numeric(scores["event"])
     risk = pd.to_numeric(scores["risk"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(risk)
     if bad.any():
