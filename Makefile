@@ -7,7 +7,7 @@ CORES ?= 2
 # Run every tool from the virtual environment, so Snakemake's shell rules find `biomarkers`.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast test-slurm lint bench scale clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The inner loop: everything but the tests marked slow (full workflow runs, network training).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# The tiny study through Slurm on a single-node cluster started here (root; Debian's packages).
+test-slurm: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[slurm]'
+	.ci/test-slurm
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -694,6 +694,20 @@ def headline(metrics: Path = typer.Argument(..., help="Stacked metrics TSV (`col
     typer.echo(result.to_string(index=False))
 
 
+@app.command()
+@user_errors
+def batch(tasks: str = typer.Option(..., help="JSON array of argument lists, one per subject, e.g. "
+                                              "'[[\"features\", \"--image\", \"a.nii.gz\", ...], ...]'.")) -> None:
+    """Run many per-subject verbs (suv, segment, features, embed, stability) in one process."""
+    from biomarkers.batch import parse_tasks, run_tasks
+
+    command = typer.main.get_command(app)
+    status = run_tasks(parse_tasks(tasks), lambda argv: command.main(args=argv, prog_name="biomarkers",
+                                                                     standalone_mode=False) or 0)
+    if status:
+        raise typer.Exit(status)
+
+
 def main() -> None:
     """Entry point of the ``biomarkers`` console script."""
     app()

@@ -15,16 +15,10 @@ import pandas as pd
 import SimpleITK as sitk
 
 from biomarkers.errors import InputError
+from biomarkers.features.params import SHIPPED_PARAMS, resolve_params
 from biomarkers.io.provenance import file_record
 
-#: Parameter files shipped with the package, by name: ``pet`` (SUV, fixed bin width 0.25,
-#: 4 mm isotropic, original + LoG + wavelet) and ``ct`` (HU, bin width 25, 2 mm isotropic).
-SHIPPED_PARAMS = {name: Path(__file__).parents[1] / "data" / "radiomics" / f"{name}.yaml" for name in ("pet", "ct")}
-
-
-def resolve_params(params: str | Path) -> Path:
-    """The parameter file for ``params``: a shipped name (:data:`SHIPPED_PARAMS`) or a path."""
-    return SHIPPED_PARAMS.get(str(params), Path(params))
+__all__ = ["SHIPPED_PARAMS", "resolve_params", "make_extractor", "radiomics_features"]
 
 
 def make_extractor(params_path: str | Path):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from biomarkers.io.atomic import atomic_path
 from biomarkers.io.images import write_image
 from biomarkers.simulate import outcome
+from biomarkers.simulate.plan import plan_generator, subject_ids
 from biomarkers.simulate.phantom import Grid, build_phantom
 from biomarkers.simulate.scanner import Center, acquire, default_centers
 
@@ -173,11 +174,9 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     centers = default_centers(n_centers)
-    plan_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
-    center_of = plan_rng.permutation(np.arange(n_subjects) % n_centers)
+    plan_rng, center_of = plan_generator(n_subjects, n_centers, seed)
     covariates = outcome.draw_covariates(n_subjects, plan_rng)
-    width = max(4, len(str(n_subjects)))
-    ids = [f"sub-{i + 1:0{width}d}" for i in range(n_subjects)]
+    ids = subject_ids(n_subjects)
     plans = [SubjectPlan(ids[i], i, seed, str(covariates.sex[i]), centers[center_of[i]], images_dir, dicom)
              for i in range(n_subjects)]
     bar = tqdm(_run(plans, threads), total=n_subjects, disable=not progress,

@@ -184,8 +184,11 @@ def test_unet_segmentation_model_without_the_unet_stops_before_any_job(tmp_path)
 
 def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_path):
     # tiny_run read the simulated NIfTI PETs; this run converts the same cohort's DICOM series.
+    # Only what the comparison reads: the feature tables and the primary model's metrics.
     dicom_run = tmp_path / "results"
-    proc = snakemake("--cores", "2", "--configfile", "cohorts/tiny/config.yaml", "--config",
+    targets = [dicom_run / "features" / f"{cohort}.parquet" for cohort in ("train", "validation")]
+    targets += [dicom_run / "metrics" / "coxph" / f"{cohort}.json" for cohort in ("train", "validation")]
+    proc = snakemake(*map(str, targets), "--cores", "2", "--configfile", "cohorts/tiny/config.yaml", "--config",
                      f"results={dicom_run}", "pet_source=dicom")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((dicom_run / "suv").glob("*.nii.gz"))) == 24  # converted by `biomarkers suv`

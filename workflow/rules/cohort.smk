@@ -18,6 +18,9 @@ checkpoint simulate:
     benchmark:
         f"{RESULTS}/benchmarks/simulate.tsv"
     threads: workflow.cores
+    resources:
+        mem_mb=2500,
+        runtime=simulate_runtime,
     conda:
         ENV
     shell:

@@ -1,3 +1,4 @@
+import math
 import os
 import shlex
 
@@ -7,9 +8,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from biomarkers.errors import BiomarkerError
-from biomarkers.features.radiomics import resolve_params
+from biomarkers.features.params import resolve_params
 from biomarkers.io.subjects import check_subject_files, read_subjects
-from biomarkers.survival.models import hyperparameters
+from biomarkers.survival.hyperparameters import hyperparameters
 
 
 def check_config(config):
@@ -136,6 +137,8 @@ def subjects():
         except BiomarkerError as exc:
             raise WorkflowError(str(exc)) from None
         validate(sheet, schema=SUBJECTS_SCHEMA)
+        if SIMULATED:
+            check_plan(sheet, path)
         _sheet_cache[path] = sheet.set_index("subject_id", drop=False)
     return _sheet_cache[path]
 
@@ -144,15 +147,6 @@ def cohort_ids(cohort):
     """Subject IDs of one cohort of the sheet."""
     sheet = subjects()
     return sheet.loc[sheet["cohort"] == cohort, "subject_id"]
-
-
-def subject_file(column):
-    """Input function: the file in `column` of the wildcard's subject."""
-
-    def get(wildcards):
-        return subjects().loc[wildcards.subject, column]
-
-    return get
 
 
 def pet_image(wildcards):
@@ -181,14 +175,6 @@ def reference_input(wildcards):
     return {"reference": subjects().loc[wildcards.subject, "mask"]}
 
 
-def segment_flags(wildcards, input):
-    """`--organs FILE` (thresholds) or `--reference MASK --check-organs FILE` (reference masks)."""
-    if hasattr(input, "reference"):
-        check = f" --check-organs {shlex.quote(input.organs)}" if hasattr(input, "organs") else ""
-        return f"--reference {shlex.quote(input.reference)}{check}"
-    return f"--organs {shlex.quote(input.organs)}" if hasattr(input, "organs") else ""
-
-
 def cohort_lesion_tables(wildcards):
     """Lesion tables of every subject of one cohort."""
     return expand(f"{RESULTS}/features/lesions/{{subject}}.parquet", subject=cohort_ids(wildcards.cohort))
@@ -200,6 +186,17 @@ DEEP = config["deep_features"]
 def training_epochs(block):
     """A network's epochs: `epochs` (deep_training: quick) or `full_epochs` (deep_training: full)."""
     return block["full_epochs"] if config["deep_training"] == "full" else block["epochs"]
+
+
+def training_runtime(block, seconds_per_epoch):
+    """A training job's runtime (minutes) for a cluster: three times the measured CPU time per epoch
+    (one core of this 2-core machine, demo cohort), at least 10."""
+    return max(10, math.ceil(3 * training_epochs(block) * seconds_per_epoch / 60))
+
+
+def simulate_runtime(wildcards):
+    """Runtime (minutes) of the simulation: about 0.7 CPU s per subject (demo), three times that."""
+    return max(10, math.ceil(3 * config["simulate"]["subjects"] * 0.7 / 60))
 
 
 def cohort_unet_lesion_tables(wildcards):
@@ -464,16 +461,6 @@ def unet_ct_input(wildcards):
     return {"ct": subjects().loc[wildcards.subject, "ct"]} if UNET["use_ct"] else {}
 
 
-def unet_organs_flag(wildcards, output):
-    """`--organs-out FILE` when the organ-aware U-Net writes the subject's organs."""
-    return f"--organs-out {shlex.quote(output.organs)}" if UNET["organs"] else ""
-
-
-def ct_flag(wildcards, input):
-    """`--ct FILE` when the rule has a CT input (U-Net, autoencoder)."""
-    return f"--ct {shlex.quote(input.ct)}" if hasattr(input, "ct") else ""
-
-
 def dicom_flag(wildcards):
     """`--dicom` when the simulated cohort must also be written as DICOM."""
     wanted = config["pet_source"] == "dicom" or config.get("simulate", {}).get("dicom", False)
@@ -485,7 +472,7 @@ STABILITY = config["stability"]
 
 def stability_subjects():
     """The first `stability.subjects` training subjects, by ID."""
-    return sorted(cohort_ids(TRAIN))[: STABILITY["subjects"]]
+    return sorted(planned_ids(TRAIN))[: STABILITY["subjects"]]
 
 
 def stability_tables(wildcards):
@@ -498,24 +485,13 @@ def centers_input(wildcards):
     return {"centers": checkpoints.simulate.get().output.centers} if SIMULATED else {}
 
 
-def source_fwhm(wildcards, input):
-    """PSF FWHM (mm) of the subject's PET: its centre's, or the config's."""
-    if hasattr(input, "centers"):
-        table = pd.read_csv(input.centers, sep="\t", dtype={"center": str}).set_index("center")
-        return float(table.loc[subjects().loc[wildcards.subject, "center"], "psf_fwhm_mm"])
+def source_fwhm(subject):
+    """PSF FWHM (mm) of the subject's PET: its centre's (simulated cohorts), or the config's."""
+    if SIMULATED:
+        table = pd.read_csv(checkpoints.simulate.get().output.centers, sep="\t", dtype={"center": str})
+        return float(table.set_index("center").loc[subjects().loc[subject, "center"], "psf_fwhm_mm"])
     if "source_fwhm_mm" in STABILITY:
         return STABILITY["source_fwhm_mm"]
     if any(p.startswith("resolution:") for p in STABILITY["perturbations"]):
         raise WorkflowError("stability.source_fwhm_mm is required for a resolution perturbation of a given cohort")
     return None
-
-
-def source_fwhm_flag(wildcards, input):
-    """`--source-fwhm MM` when it is known."""
-    fwhm = source_fwhm(wildcards, input)
-    return "" if fwhm is None else f"--source-fwhm {fwhm}"
-
-
-def perturb_flags(wildcards):
-    """`--perturb SPEC` for every perturbation of the config."""
-    return " ".join(f"--perturb {shlex.quote(p)}" for p in STABILITY["perturbations"])

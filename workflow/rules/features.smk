@@ -1,36 +1,34 @@
 # Per-lesion features, then one feature table per cohort.
 
 
-rule lesion_features:
-    input:
-        image=pet_image,
-        mask=rules.segment.output[0],
-        params=RADIOMICS_PARAMS,
-    output:
-        f"{RESULTS}/features/lesions/{{subject}}.parquet",
-    log:
-        f"{RESULTS}/logs/features/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/features/{{subject}}.tsv"
-    conda:
-        ENV
-    shell:
-        "biomarkers features --image {input.image:q} --mask {input.mask:q} --params {input.params:q}"
-        " --subject-id {wildcards.subject:q} --out {output:q} > {log:q} 2>&1"
+# The lesion features of the pipeline's segmentation, and the same features of the U-Net's
+# lesions (for models with `segmentation: unet`).
+for stage, masks, tables in [("features", "segmentation", "lesions"), ("features_unet", "unet", "unet_lesions")]:
+    if stage == "features_unet" and not UNET_MODELS:
+        continue
+    for index, (label, ids) in enumerate(chunks()):
 
-
-# The same features of the U-Net's lesions, for models with `segmentation: unet`.
-use rule lesion_features as lesion_features_unet with:
-    input:
-        image=pet_image,
-        mask=f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
-        params=RADIOMICS_PARAMS,
-    output:
-        f"{RESULTS}/features/unet_lesions/{{subject}}.parquet",
-    log:
-        f"{RESULTS}/logs/features_unet/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/features_unet/{{subject}}.tsv"
+        rule:
+            name:
+                chunk_rule_name(stage, index)
+            input:
+                chunk_inputs(lambda s, masks=masks: [pet_image(per_subject(s)), f"{RESULTS}/{masks}/{s}_lesions.nii.gz"], ids),
+                params=RADIOMICS_PARAMS,
+            output:
+                [f"{RESULTS}/features/{tables}/{s}.parquet" for s in ids],
+            params:
+                tasks=chunk_tasks(features_task(masks, tables), ids),
+            log:
+                f"{RESULTS}/logs/{stage}/{label}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/{stage}/{label}.tsv"
+            threads: 1
+            resources:
+                **chunk_resources(stage, len(ids)),
+            conda:
+                ENV
+            shell:
+                "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
 rule train_autoencoder:
@@ -53,31 +51,43 @@ rule train_autoencoder:
     conda:
         ENV
     threads: DEEP["threads"]
+    resources:
+        mem_mb=1500,
+        runtime=training_runtime(DEEP, 30),
     shell:
         "biomarkers train-autoencoder --subjects {input.sheet:q} --cohort {params.cohort} --masks {params.masks:q}"
         " --out {output:q} --latent {params.latent} --epochs {params.epochs} {params.ct} --seed {params.seed}"
         " --threads {threads} > {log:q} 2>&1"
 
 
-rule embed:
-    input:
-        unpack(deep_ct_input),
-        image=pet_image,
-        mask=rules.segment.output[0],
-        model=rules.train_autoencoder.output[0],
-    output:
-        f"{RESULTS}/features/deep/{{subject}}.parquet",
-    params:
-        ct=ct_flag,
-    log:
-        f"{RESULTS}/logs/embed/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/embed/{{subject}}.tsv"
-    conda:
-        ENV
-    shell:
-        "biomarkers embed --image {input.image:q} --mask {input.mask:q} --model {input.model:q} {params.ct}"
-        " --subject-id {wildcards.subject:q} --out {output:q} > {log:q} 2>&1"
+if DEEP["enabled"]:
+    for index, (label, ids) in enumerate(chunks()):
+
+        rule:
+            name:
+                chunk_rule_name("embed", index)
+            input:
+                chunk_inputs(
+                    lambda s: [pet_image(per_subject(s)), f"{RESULTS}/segmentation/{s}_lesions.nii.gz",
+                               *file_values(deep_ct_input(per_subject(s)))],
+                    ids,
+                ),
+                model=f"{RESULTS}/models/autoencoder.pt",
+            output:
+                [f"{RESULTS}/features/deep/{s}.parquet" for s in ids],
+            params:
+                tasks=chunk_tasks(embed_task, ids),
+            log:
+                f"{RESULTS}/logs/embed/{label}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/embed/{label}.tsv"
+            threads: 1
+            resources:
+                **chunk_resources("embed", len(ids)),
+            conda:
+                ENV
+            shell:
+                "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
 rule cohort_table:
@@ -96,6 +106,10 @@ rule cohort_table:
         f"{RESULTS}/logs/cohort_table/{{cohort}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cohort_table/{{cohort}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -117,28 +131,30 @@ use rule cohort_table as cohort_table_unet with:
         f"{RESULTS}/benchmarks/cohort_table_unet/{{cohort}}.tsv"
 
 
-rule stability:
-    input:
-        unpack(centers_input),
-        image=pet_image,
-        mask=rules.segment.output[0],
-        params=RADIOMICS_PARAMS,
-    output:
-        f"{RESULTS}/stability/lesions/{{subject}}.parquet",
-    params:
-        perturb=perturb_flags,
-        fwhm=source_fwhm_flag,
-        seed=STABILITY["seed"],
-    log:
-        f"{RESULTS}/logs/stability/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/stability/{{subject}}.tsv"
-    conda:
-        ENV
-    shell:
-        "biomarkers stability --image {input.image:q} --mask {input.mask:q} --params {input.params:q}"
-        " --subject-id {wildcards.subject:q} {params.perturb} {params.fwhm} --seed {params.seed}"
-        " --out {output:q} > {log:q} 2>&1"
+for index, (label, ids) in enumerate(chunks(stability_subjects())):
+
+    rule:
+        name:
+            chunk_rule_name("stability", index)
+        input:
+            chunk_inputs(lambda s: [pet_image(per_subject(s)), f"{RESULTS}/segmentation/{s}_lesions.nii.gz"], ids),
+            unpack(centers_input),
+            params=RADIOMICS_PARAMS,
+        output:
+            [f"{RESULTS}/stability/lesions/{s}.parquet" for s in ids],
+        params:
+            tasks=chunk_tasks(stability_task, ids),
+        log:
+            f"{RESULTS}/logs/stability/{label}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/stability/{label}.tsv"
+        threads: 1
+        resources:
+            **chunk_resources("stability", len(ids)),
+        conda:
+            ENV
+        shell:
+            "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
 rule icc:
@@ -153,6 +169,10 @@ rule icc:
         f"{RESULTS}/logs/icc.log",
     benchmark:
         f"{RESULTS}/benchmarks/icc.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         ENV
     shell:

@@ -1,47 +1,53 @@
 # SUV images (from DICOM when the config says so) and lesion segmentation per subject.
 
 
-rule suv:
-    input:
-        subject_file("pet_dicom"),
-    output:
-        image=f"{RESULTS}/suv/{{subject}}.nii.gz",
-        sidecar=f"{RESULTS}/suv/{{subject}}.json",
-    params:
-        norm=config["suv_normalisation"],
-    log:
-        f"{RESULTS}/logs/suv/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/suv/{{subject}}.tsv"
-    conda:
-        ENV
-    shell:
-        "biomarkers suv {input:q} --out {output.image:q} --norm {params.norm} > {log:q} 2>&1"
+if config["pet_source"] == "dicom":
+    for index, (label, ids) in enumerate(chunks()):
+
+        rule:
+            name:
+                chunk_rule_name("suv", index)
+            input:
+                chunk_inputs(lambda s: [subjects().loc[s, "pet_dicom"]], ids),
+            output:
+                [f"{RESULTS}/suv/{s}.{ext}" for s in ids for ext in ("nii.gz", "json")],
+            params:
+                tasks=chunk_tasks(suv_task, ids),
+            log:
+                f"{RESULTS}/logs/suv/{label}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/suv/{label}.tsv"
+            threads: 1
+            resources:
+                **chunk_resources("suv", len(ids)),
+            conda:
+                ENV
+            shell:
+                "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
-rule segment:
-    input:
-        unpack(organ_input),
-        unpack(reference_input),
-        pet=pet_image,
-    output:
-        f"{RESULTS}/segmentation/{{subject}}_lesions.nii.gz",
-    params:
-        method=config["segmentation"]["method"],
-        threshold=config["segmentation"]["threshold_suv"],
-        fraction=config["segmentation"]["fraction"],
-        min_volume=config["segmentation"]["min_volume_ml"],
-        organs=segment_flags,
-    log:
-        f"{RESULTS}/logs/segment/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/segment/{{subject}}.tsv"
-    conda:
-        ENV
-    shell:
-        "biomarkers segment --pet {input.pet:q} --out {output:q} --method {params.method}"
-        " --threshold {params.threshold} --fraction {params.fraction} --min-volume-ml {params.min_volume}"
-        " {params.organs} --subject-id {wildcards.subject} > {log:q} 2>&1"
+for index, (label, ids) in enumerate(chunks()):
+
+    rule:
+        name:
+            chunk_rule_name("segment", index)
+        input:
+            chunk_inputs(segment_inputs, ids),
+        output:
+            [f"{RESULTS}/segmentation/{s}_lesions.nii.gz" for s in ids],
+        params:
+            tasks=chunk_tasks(segment_task, ids),
+        log:
+            f"{RESULTS}/logs/segment/{label}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/segment/{label}.tsv"
+        threads: 1
+        resources:
+            **chunk_resources("segment", len(ids)),
+        conda:
+            ENV
+        shell:
+            "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
 rule train_unet:
@@ -72,6 +78,9 @@ rule train_unet:
     conda:
         ENV
     threads: UNET["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=training_runtime(UNET, 16),
     shell:
         "biomarkers train-unet --subjects {input.sheet:q} --cohort {params.cohort} --out {output:q}"
         " --epochs {params.epochs} --patches-per-epoch {params.patches} --batch-size {params.batch}"
@@ -82,31 +91,29 @@ rule train_unet:
         " --threads {threads} > {log:q} 2>&1"
 
 
-rule segment_unet:
-    input:
-        unpack(unet_ct_input),
-        pet=pet_image,
-        model=unet_model,
-    output:
-        lesions=f"{RESULTS}/unet/{{subject}}_lesions.nii.gz",
-        organs=f"{RESULTS}/unet/{{subject}}_organs.nii.gz" if UNET["organs"] else [],
-    params:
-        ct=ct_flag,
-        probability=UNET["probability"],
-        organs=unet_organs_flag,
-        tta="--tta" if UNET["tta"] else "--no-tta",
-        min_volume=config["segmentation"]["min_volume_ml"],
-    log:
-        f"{RESULTS}/logs/segment_unet/{{subject}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/segment_unet/{{subject}}.tsv"
-    conda:
-        ENV
-    shell:
-        "biomarkers segment --pet {input.pet:q} --method unet --model {input.model:q} {params.ct}"
-        " --probability {params.probability} {params.tta} --min-volume-ml {params.min_volume}"
-        " {params.organs} --out {output.lesions:q}"
-        " --subject-id {wildcards.subject} > {log:q} 2>&1"
+if UNET["enabled"]:
+    for index, (label, ids) in enumerate(chunks()):
+
+        rule:
+            name:
+                chunk_rule_name("segment_unet", index)
+            input:
+                chunk_inputs(unet_inputs, ids),
+            output:
+                [f"{RESULTS}/unet/{s}_{kind}.nii.gz" for s in ids for kind in UNET_OUTPUTS],
+            params:
+                tasks=chunk_tasks(unet_task, ids),
+            log:
+                f"{RESULTS}/logs/segment_unet/{label}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/segment_unet/{label}.tsv"
+            threads: 1
+            resources:
+                **chunk_resources("segment_unet", len(ids)),
+            conda:
+                ENV
+            shell:
+                "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
 rule segmentation_quality:
@@ -150,6 +157,10 @@ rule segmentation_quality:
         f"{RESULTS}/logs/segmentation_quality/{{cohort}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/segmentation_quality/{{cohort}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     conda:
         ENV
     shell:

@@ -17,6 +17,10 @@ rule lesion_patches:
         f"{RESULTS}/logs/lesion_patches/{{cohort}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/lesion_patches/{{cohort}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=15,
     conda:
         ENV
     shell:
@@ -48,6 +52,9 @@ rule crossvalidate:
     conda:
         ENV
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
     shell:
         "biomarkers cv --features {input.features:q} {params.models} {params.sets} --include '{params.include}'"
         " --log-features '{params.log_features}' {params.pipeline} --folds {params.folds} --repeats {params.repeats}"
@@ -84,6 +91,9 @@ rule fit:
     conda:
         ENV
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
     shell:
         "biomarkers fit --features {input.features:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
         " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
@@ -107,6 +117,9 @@ rule score:
     conda:
         ENV
     threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     shell:
         "biomarkers score --model {input.model:q} --features {input.features:q} {params.patches} --threads {threads}"
         " --out {output:q} > {log:q} 2>&1"
@@ -148,6 +161,10 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{model}}/{{cohort}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{model}}/{{cohort}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -172,6 +189,10 @@ rule uncertainty:
         ),
     log:
         f"{RESULTS}/logs/uncertainty/{{model}}/{{cohort}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         ENV
     shell:
@@ -198,6 +219,10 @@ rule compare_models:
         f"{RESULTS}/logs/compare/{{cohort}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/compare/{{cohort}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         ENV
     shell:

@@ -8,6 +8,10 @@ rule metrics_table:
         report(f"{RESULTS}/report/metrics.tsv", caption="../report/metrics.rst", category="Validation"),
     log:
         f"{RESULTS}/logs/metrics_table.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     conda:
         ENV
     shell:
@@ -24,6 +28,10 @@ rule headline:
         train=TRAIN,
     log:
         f"{RESULTS}/logs/headline.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     conda:
         ENV
     shell:
