@@ -27,6 +27,7 @@ def tiny_run(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_every_stage_wrote_its_outputs(tiny_run):
     sheet = pd.read_csv(tiny_run / "cohort" / "subjects.tsv", sep="\t")
     assert len(sheet) == 24 and set(sheet["cohort"]) == {"train", "validation"}
@@ -94,6 +95,7 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert (tiny_run / "report" / "segmentation_quality_validation.png").is_file()
 
 
+@pytest.mark.slow
 def test_validation_cohort_is_not_used_for_fitting(tiny_run):
     model = json.loads((tiny_run / "models" / "coxph" / "model.json").read_text())
     train = pd.read_parquet(tiny_run / "features" / "train.parquet")
@@ -104,6 +106,7 @@ def test_validation_cohort_is_not_used_for_fitting(tiny_run):
     assert model["info"]["n_train"] == len(train)
 
 
+@pytest.mark.slow
 def test_rerun_is_up_to_date_and_report_builds(tiny_run, tmp_path):
     dry = snakemake("--cores", "1", "--configfile", "cohorts/tiny/config.yaml", "--config",
                     f"results={tiny_run}", "--dry-run")
@@ -115,6 +118,7 @@ def test_rerun_is_up_to_date_and_report_builds(tiny_run, tmp_path):
     assert report.stat().st_size > 100_000
 
 
+@pytest.mark.slow
 def test_rerun_from_scratch_gives_identical_results(tiny_run, tmp_path):
     again = tmp_path / "results"
     proc = snakemake("--cores", "2", "--configfile", "cohorts/tiny/config.yaml", "--config", f"results={again}")
@@ -182,6 +186,7 @@ def test_unet_segmentation_model_without_the_unet_stops_before_any_job(tmp_path)
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_path):
     # tiny_run read the simulated NIfTI PETs; this run converts the same cohort's DICOM series.
     # Only what the comparison reads: the feature tables and the primary model's metrics.
@@ -200,6 +205,7 @@ def test_study_from_dicom_gives_the_same_features_as_from_nifti(tiny_run, tmp_pa
         assert nifti == json.loads((dicom_run / "metrics" / "coxph" / f"{cohort}.json").read_text())
 
 
+@pytest.mark.slow
 def test_sheet_without_organs_uses_the_networks_organs(tiny_run, tmp_path):
     # A study with no organ masks: the tiny run's organ-aware U-Net (unet.checkpoint) predicts each
     # subject's organs, the threshold segmentation excludes them, and a `segmentation: unet` model

@@ -27,8 +27,11 @@ def check_config(config):
         raise WorkflowError(f"config, {where}: {error.message.splitlines()[0]}")
 
 
-check_config(config)
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+try:
+    validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+except WorkflowError:
+    check_config(config)  # the same error, in one line
+    raise
 
 RESULTS = config["results"]
 ENV = "../../environment.yml"
@@ -100,9 +103,11 @@ wildcard_constraints:
 
 def subjects_sheet_path():
     """The subjects sheet: written by the `simulate` checkpoint, or given in the config."""
-    if SIMULATED:
-        return checkpoints.simulate.get().output.sheet
-    return config["subjects"]
+    if not SIMULATED:
+        return config["subjects"]
+    if "simulated" not in _sheet_cache:  # the checkpoint's output, once it exists, does not change
+        _sheet_cache["simulated"] = checkpoints.simulate.get().output.sheet
+    return _sheet_cache["simulated"]
 
 
 def subjects():
