@@ -17,7 +17,7 @@ checkpoint simulate:
         f"{RESULTS}/logs/simulate.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate.tsv"
-    threads: workflow.cores
+    threads: 4  # capped by --cores when run locally
     resources:
         mem_mb=2500,
         runtime=simulate_runtime,
