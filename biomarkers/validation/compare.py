@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _num, bootstrap, harrell_c, uno_c
+from biomarkers.validation.metrics import _num, harrell_c, uno_c
 
 
 def align_scores(scores: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -72,6 +72,14 @@ def align_scores(scores: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.nda
     return time, event, {n: aligned[n]["risk"].to_numpy(float) for n in names}
 
 
+def _defined(c, risk: np.ndarray, idx: np.ndarray) -> float:
+    """``c(risk, idx)``, NaN where it is undefined on that resample."""
+    try:
+        return float(c(risk, idx))
+    except (ValueError, ZeroDivisionError):
+        return np.nan
+
+
 def bootstrap_p(differences: np.ndarray) -> float | None:
     """Two-sided bootstrap p-value of a zero difference (see the module docstring)."""
     d = np.asarray(differences, dtype=float)
@@ -112,14 +120,22 @@ def compare_models(scores: Mapping[str, pd.DataFrame], n_boot: int = 1000, seed:
     tau = float(np.quantile(time, tau_quantile))
     metric = {"harrell_c": lambda r, i: harrell_c(time[i], event[i], r[i]),
               "uno_c": lambda r, i: uno_c(time[i], event[i], r[i], tau, time, event)}
+    # Each model's C on each resample once (NaN where undefined); a pair's difference is
+    # then the same number as computing both on that resample, and a resample on which
+    # either model is undefined is skipped for that pair, as bootstrap() does.
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, n, size=n) for _ in range(n_boot)]
+    full = np.arange(n)
+    values = {(m, name): (c(r, full), np.array([_defined(c, r, i) for i in resamples]))
+              for m, r in risk.items() for name, c in metric.items()}
     rows = []
     for a, b in combinations(list(risk), 2):
-        for name, c in metric.items():
-            ra, rb = risk[a], risk[b]
-            boot = bootstrap(lambda i: c(ra, i) - c(rb, i), n, n_boot, seed)
-            full = np.arange(n)
+        for name in metric:
+            (ca, boot_a), (cb, boot_b) = values[a, name], values[b, name]
+            boot = boot_a - boot_b
+            boot = boot[np.isfinite(boot)]
             lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (None, None)
-            rows.append({"model_a": a, "model_b": b, "metric": name, "c_a": c(ra, full), "c_b": c(rb, full),
-                         "difference": c(ra, full) - c(rb, full), "ci_low": _num(lo), "ci_high": _num(hi),
+            rows.append({"model_a": a, "model_b": b, "metric": name, "c_a": ca, "c_b": cb,
+                         "difference": ca - cb, "ci_low": _num(lo), "ci_high": _num(hi),
                          "p": bootstrap_p(boot), "n_boot_used": int(len(boot))})
     return pd.DataFrame(rows)

@@ -62,3 +62,24 @@ def test_truth_must_cover_every_subject(cohort):
     truth = pd.DataFrame({"subject_id": df["subject_id"][1:], "true_lp": lp[1:]})
     with pytest.raises(Exception, match="subject s0"):
         evaluate_scores(df, truth, n_boot=10)
+
+
+def test_harrell_equals_scikit_survival_on_gbsg2_resamples():
+    """The pair-matrix count gives sksurv's float exactly: real tied times, tied risks, duplicates."""
+    from sksurv.datasets import load_gbsg2
+    from sksurv.metrics import concordance_index_censored
+
+    x, y = load_gbsg2()
+    time, event = y["time"].astype(float), y["cens"].astype(bool)
+    risk = np.round(x["pnodes"].to_numpy(float) / 3 - x["progrec"].to_numpy(float) / 300, 1)  # many ties
+    rng = np.random.default_rng(3)
+    for size in (686, 40, 7, 2):
+        for _ in range(5):
+            i = rng.integers(0, len(time), size=size)  # bootstrap resample: repeated subjects tie in time
+            if not event[i].any():
+                continue
+            assert harrell_c(time[i], event[i], risk[i]) == concordance_index_censored(event[i], time[i], risk[i])[0]
+    with pytest.raises(ValueError, match="censored"):
+        harrell_c(time[:5], np.zeros(5), risk[:5])
+    with pytest.raises(ValueError):
+        harrell_c(time[:5], event[:5], np.array([0.1, np.nan, 0.2, 0.3, 0.4]))

@@ -17,7 +17,7 @@ checkpoint simulate:
         f"{RESULTS}/logs/simulate.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate.tsv"
-    threads: 4  # capped by --cores when run locally
+    threads: config.get("simulate", {}).get("threads", 2)
     resources:
         mem_mb=2500,
         runtime=simulate_runtime,
