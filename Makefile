@@ -41,5 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/stage_times.py results/demo
 	$(BIN)/python bench/feature_extraction.py results/demo
 
+scale: $(STAMP)
+	$(BIN)/python bench/scale.py
+
 clean:
 	rm -rf results .snakemake

@@ -81,8 +81,10 @@ def batch_throughput(results: Path, n_subjects: int, params: str, workdir: Path)
     workdir.mkdir(parents=True, exist_ok=True)
     rows, tasks = [], []
     for sid, pet in zip(sheet["subject_id"], sheet["pet"]):
-        image, mask = results / "cohort" / pet, results / "segmentation" / f"{sid}_lesions.nii.gz"
-        labels = np.unique(sitk.GetArrayViewFromImage(sitk.ReadImage(str(mask))))
+        # absolute: pyradiomics reads relative paths against the batch file's folder
+        image = (results / "cohort" / pet).resolve()
+        mask = (results / "segmentation" / f"{sid}_lesions.nii.gz").resolve()
+        labels = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(mask))))  # a copy: a view of a temporary image is freed memory
         rows += [{"ID": f"{sid}:{int(label)}", "Image": str(image), "Mask": str(mask), "Label": int(label)}
                  for label in labels[labels > 0]]
         tasks.append(["features", "--image", str(image), "--mask", str(mask), "--params", params_path,
@@ -102,6 +104,11 @@ def batch_throughput(results: Path, n_subjects: int, params: str, workdir: Path)
         raise SystemExit("biomarkers batch failed")
     ours = time.perf_counter() - start
     reference = pd.read_csv(workdir / "pyradiomics.csv").set_index("ID")
+    if not any(c.startswith("original_") for c in reference.columns):  # it reports failed cases only in its log
+        raise SystemExit(f"pyradiomics' batch command extracted nothing (see {workdir / 'pyradiomics.csv'})")
+    failed = reference.index[reference.filter(like="original_").isna().all(axis=1)]
+    if len(failed):
+        raise SystemExit(f"pyradiomics' batch command failed on {len(failed)} lesion(s), e.g. {failed[0]}")
     worst, compared = 0.0, 0
     for sid in sheet["subject_id"]:
         table = pd.read_parquet(workdir / f"{sid}.parquet")

@@ -12,6 +12,7 @@ subjects it handled; the last line compares the largest size with the smallest (
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -55,8 +56,10 @@ def run_size(n_subjects: int, out: Path, chunk_size: int, cores: int) -> tuple[f
     out.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(study_config(n_subjects, results, chunk_size), sort_keys=False))
     start = time.perf_counter()
+    # the rules call `biomarkers`: the interpreter's bin/ first on PATH, as `make` does
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", str(config_path),
-                           "--quiet"], cwd=ROOT, capture_output=True, text=True)
+                           "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"n={n_subjects}: the workflow failed:\n{proc.stderr[-3000:]}")

@@ -118,20 +118,10 @@ def test_rerun_is_up_to_date_and_report_builds(tiny_run, tmp_path):
     assert report.stat().st_size > 100_000
 
 
-@pytest.mark.slow
-def test_rerun_from_scratch_gives_identical_results(tiny_run, tmp_path):
-    again = tmp_path / "results"
-    proc = snakemake("--cores", "2", "--configfile", "cohorts/tiny/config.yaml", "--config", f"results={again}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    compared = 0
-    for pattern in ("cohort/*.tsv", "cohort/images/*.nii.gz", "segmentation/*.nii.gz", "features/*.parquet",
-                    "features/lesions/*.parquet", "scores/*/*.parquet", "metrics/*/*", "models/*/*",
-                    "models/*.tsv", "report/*.tsv"):
-        for first in sorted(tiny_run.glob(pattern)):
-            second = again / first.relative_to(tiny_run)
-            assert first.read_bytes() == second.read_bytes(), first.relative_to(tiny_run)
-            compared += 1
-    assert compared > 100
+# A second run from scratch, byte for byte against the first: `make test-slurm` (CI) runs the tiny
+# study twice from scratch, locally and through Slurm, and compares every cohort, segmentation,
+# U-Net, feature, stability, model, score, metric and report table (.ci/compare_runs.py), a
+# superset of what a rerun here compared, so the suite does not pay for a third full run.
 
 
 @pytest.mark.parametrize("breakage, message", [
