@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _num, harrell_c, uno_c
+from biomarkers.validation.metrics import _num, harrell_c, resamples, uno_c
 
 
 def align_scores(scores: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -123,10 +123,9 @@ def compare_models(scores: Mapping[str, pd.DataFrame], n_boot: int = 1000, seed:
     # Each model's C on each resample once (NaN where undefined); a pair's difference is
     # then the same number as computing both on that resample, and a resample on which
     # either model is undefined is skipped for that pair, as bootstrap() does.
-    rng = np.random.default_rng(seed)
-    resamples = [rng.integers(0, n, size=n) for _ in range(n_boot)]
+    drawn = list(resamples(n, n_boot, seed))
     full = np.arange(n)
-    values = {(m, name): (c(r, full), np.array([_defined(c, r, i) for i in resamples]))
+    values = {(m, name): (c(r, full), np.array([_defined(c, r, i) for i in drawn]))
               for m, r in risk.items() for name, c in metric.items()}
     rows = []
     for a, b in combinations(list(risk), 2):

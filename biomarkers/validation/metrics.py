@@ -18,7 +18,7 @@ Paired model comparison: :mod:`biomarkers.validation.compare`.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,16 +75,21 @@ def uno_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tau: float,
     return float(concordance_index_ipcw(_surv(censoring_time, censoring_event), _surv(time, event), risk, tau=tau)[0])
 
 
+def resamples(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The ``n_boot`` seeded resamples of ``range(n)`` with replacement that every bootstrap here uses."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n, size=n)
+
+
 def bootstrap(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> np.ndarray:
     """Values of ``statistic(indices)`` over ``n_boot`` resamples of ``range(n)`` with replacement.
 
     Resamples on which the statistic is undefined (not finite, or raises ``ValueError`` or
     ``ZeroDivisionError``, e.g. no comparable pair) are skipped; their number is reported.
     """
-    rng = np.random.default_rng(seed)
     values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)
+    for idx in resamples(n, n_boot, seed):
         try:
             value = statistic(idx)
         except (ValueError, ZeroDivisionError):

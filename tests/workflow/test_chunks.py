@@ -2,6 +2,7 @@
 import re
 
 import pandas as pd
+import pytest
 
 from biomarkers.simulate import simulate_cohort
 
@@ -17,6 +18,7 @@ def write_study(tmp_path, sheet, n):
     return [str(tmp_path / "results" / "features" / "lesions" / f"{sid}.parquet") for sid in sheet["subject_id"][:n]]
 
 
+@pytest.mark.slow
 def test_appending_subjects_runs_only_their_chunk(tmp_path):
     simulate_cohort(tmp_path, n_subjects=7, n_centers=2, seed=5, validation_centers=1)
     sheet = pd.read_csv(tmp_path / "subjects.tsv", sep="\t")
