@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _num, harrell_c, resamples, uno_c
+from biomarkers.validation.metrics import _num, bootstrap_values, harrell_c, uno_c
 
 
 def align_scores(scores: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -72,14 +72,6 @@ def align_scores(scores: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.nda
     return time, event, {n: aligned[n]["risk"].to_numpy(float) for n in names}
 
 
-def _defined(c, risk: np.ndarray, idx: np.ndarray) -> float:
-    """``c(risk, idx)``, NaN where it is undefined on that resample."""
-    try:
-        return float(c(risk, idx))
-    except (ValueError, ZeroDivisionError):
-        return np.nan
-
-
 def bootstrap_p(differences: np.ndarray) -> float | None:
     """Two-sided bootstrap p-value of a zero difference (see the module docstring)."""
     d = np.asarray(differences, dtype=float)
@@ -120,12 +112,11 @@ def compare_models(scores: Mapping[str, pd.DataFrame], n_boot: int = 1000, seed:
     tau = float(np.quantile(time, tau_quantile))
     metric = {"harrell_c": lambda r, i: harrell_c(time[i], event[i], r[i]),
               "uno_c": lambda r, i: uno_c(time[i], event[i], r[i], tau, time, event)}
-    # Each model's C on each resample once (NaN where undefined); a pair's difference is
-    # then the same number as computing both on that resample, and a resample on which
-    # either model is undefined is skipped for that pair, as bootstrap() does.
-    drawn = list(resamples(n, n_boot, seed))
+    # Each model's C on each resample once (NaN where undefined, the same resamples for every
+    # model); a pair's difference is then the same number as computing both on that resample,
+    # and a resample on which either model is undefined is skipped for that pair.
     full = np.arange(n)
-    values = {(m, name): (c(r, full), np.array([_defined(c, r, i) for i in drawn]))
+    values = {(m, name): (c(r, full), bootstrap_values(lambda i, c=c, r=r: c(r, i), n, n_boot, seed))
               for m, r in risk.items() for name, c in metric.items()}
     rows = []
     for a, b in combinations(list(risk), 2):

@@ -18,7 +18,7 @@ Paired model comparison: :mod:`biomarkers.validation.compare`.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,28 +75,30 @@ def uno_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tau: float,
     return float(concordance_index_ipcw(_surv(censoring_time, censoring_event), _surv(time, event), risk, tau=tau)[0])
 
 
-def resamples(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """The ``n_boot`` seeded resamples of ``range(n)`` with replacement that every bootstrap here uses."""
+def bootstrap_values(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``statistic(indices)`` on each of ``n_boot`` seeded resamples of ``range(n)`` with replacement.
+
+    NaN where the statistic is undefined on a resample (it raises ``ValueError`` or
+    ``ZeroDivisionError``, e.g. no comparable pair); the same seed gives the same resamples, so
+    two statistics' values line up resample by resample.
+    """
     rng = np.random.default_rng(seed)
-    for _ in range(n_boot):
-        yield rng.integers(0, n, size=n)
+    values = np.full(n_boot, np.nan)
+    for k in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        try:
+            values[k] = statistic(idx)
+        except (ValueError, ZeroDivisionError):
+            continue
+    return values
 
 
 def bootstrap(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Values of ``statistic(indices)`` over ``n_boot`` resamples of ``range(n)`` with replacement.
-
-    Resamples on which the statistic is undefined (not finite, or raises ``ValueError`` or
-    ``ZeroDivisionError``, e.g. no comparable pair) are skipped; their number is reported.
+    """The finite :func:`bootstrap_values`: resamples on which the statistic is undefined (not
+    finite, or raising) are skipped; their number is reported.
     """
-    values = []
-    for idx in resamples(n, n_boot, seed):
-        try:
-            value = statistic(idx)
-        except (ValueError, ZeroDivisionError):
-            continue
-        if np.isfinite(value):
-            values.append(value)
-    return np.asarray(values, dtype=np.float64)
+    values = bootstrap_values(statistic, n, n_boot, seed)
+    return values[np.isfinite(values)]
 
 
 def _estimate(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> dict:
