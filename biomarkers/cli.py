@@ -365,6 +365,12 @@ def features(image: Path = typer.Option(..., help="SUV image."),
     sid = subject_id or image.name.split(".")[0]
     table, meta = lesion_features(image, mask, sid, params)
     write_parquet(table, out, meta)
+    missing = meta.get("texture_missing", {})
+    if missing:
+        first = next(iter(missing.values()))
+        typer.echo(f"biomarkers features: warning: subject {sid}, file {mask}: pyradiomics cannot use lesion "
+                   f"label(s) {', '.join(missing)} ({first}); their PET metrics are kept, their texture is missing",
+                   err=True)
 
 
 @app.command()

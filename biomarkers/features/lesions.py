@@ -16,7 +16,7 @@ from biomarkers.io.images import read_image_pair, spacing_zyx_mm, to_array
 
 def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: str,
                     params_path: str | Path | None = None, progress: bool = False,
-                    image_kind: str = "pet") -> tuple[pd.DataFrame, dict]:
+                    image_kind: str = "pet", unusable: str = "missing") -> tuple[pd.DataFrame, dict]:
     """One row per lesion label of ``mask_path``: ``subject_id``, ``lesion_id``, features.
 
     Parameters
@@ -31,6 +31,9 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
         pyradiomics parameter file; without it only the PET metrics are computed.
     image_kind : {"pet", "ct"}
         What the image holds, for the checks of :func:`biomarkers.io.images.read_image`.
+    unusable : {"missing", "drop", "raise"}
+        A lesion pyradiomics cannot use (see :func:`image_lesion_features`); by default its
+        PET metrics stay and its texture is missing.
 
     Returns
     -------
@@ -42,7 +45,7 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
         Provenance for the parquet file (inputs, pyradiomics settings).
     """
     image, mask = read_image_pair(image_path, mask_path, subject_id, image_kind)
-    table, settings = image_lesion_features(image, mask, subject_id, params_path, mask_path, progress)
+    table, settings = image_lesion_features(image, mask, subject_id, params_path, mask_path, progress, unusable)
     metadata: dict = {"subject_id": subject_id, "image": file_record(image_path), "mask": file_record(mask_path)}
     metadata.update(settings)
     return table, metadata
@@ -67,9 +70,13 @@ def label_array(mask: sitk.Image, subject_id: str | None = None,
     return labels
 
 
+#: What :func:`image_lesion_features` does with a lesion pyradiomics cannot use.
+UNUSABLE = ("missing", "drop", "raise")
+
+
 def image_lesion_features(image: sitk.Image, mask: sitk.Image, subject_id: str,
                           params_path: str | Path | None = None, mask_path: str | Path | None = None,
-                          progress: bool = False, skip_unusable: bool = False) -> tuple[pd.DataFrame, dict]:
+                          progress: bool = False, unusable: str = "missing") -> tuple[pd.DataFrame, dict]:
     """:func:`lesion_features` on images in memory that share one voxel grid.
 
     Parameters
@@ -82,18 +89,24 @@ def image_lesion_features(image: sitk.Image, mask: sitk.Image, subject_id: str,
         pyradiomics parameter file; without it only the PET metrics are computed.
     mask_path : str or Path, optional
         The mask's file, for error messages.
-    skip_unusable : bool
-        Drop lesions that pyradiomics refuses (a single voxel, a line of voxels) and list
-        them under ``unusable_lesions`` instead of raising :class:`InputError`.
+    unusable : {"missing", "drop", "raise"}
+        A lesion pyradiomics refuses (too small for the parameter file's resampling, a single
+        voxel, a line of voxels): ``missing`` (default) keeps its PET metrics and leaves its
+        pyradiomics columns missing (NaN), recording the reason under ``texture_missing``;
+        ``drop`` leaves the lesion out, listed under ``unusable_lesions`` (the stability
+        analysis, which compares the same lesions across conditions); ``raise`` raises
+        :class:`InputError` naming the label.
 
     Returns
     -------
     table : DataFrame
         ``subject_id``, ``lesion_id``, PET metrics, centroids, pyradiomics' columns.
     settings : dict
-        ``{"radiomics": pyradiomics settings}`` when pyradiomics ran (and
-        ``unusable_lesions`` with ``skip_unusable``); empty otherwise.
+        ``{"radiomics": pyradiomics settings}`` when pyradiomics ran, with ``texture_missing``
+        (``{label: reason}``) or ``unusable_lesions``; empty otherwise.
     """
+    if unusable not in UNUSABLE:
+        raise ValueError(f"unusable must be one of {', '.join(UNUSABLE)}, not {unusable!r}")
     suv = to_array(image).astype(np.float64)
     labels = label_array(mask, subject_id, mask_path)
 
@@ -103,22 +116,15 @@ def image_lesion_features(image: sitk.Image, mask: sitk.Image, subject_id: str,
     table = pet_metrics(suv, labels, spacing_zyx_mm(image), index_to_mm)
     settings: dict = {}
     if params_path is not None and len(table):
-        if skip_unusable:
-            make_extractor(params_path)  # a bad parameter file is an error, not an unusable lesion
-            parts, unusable = [], []
-            for lesion_id in table["lesion_id"]:
-                try:
-                    rad, settings["radiomics"] = radiomics_features(image, mask, [lesion_id], params_path,
-                                                                    subject_id, mask_path)
-                    parts.append(rad)
-                except InputError:
-                    unusable.append(int(lesion_id))
-            settings["unusable_lesions"] = unusable
-            table = table[~table["lesion_id"].isin(unusable)].reset_index(drop=True)
-            rad = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"lesion_id": []}, dtype=np.int64)
-        else:
-            rad, settings["radiomics"] = radiomics_features(image, mask, table["lesion_id"], params_path,
-                                                            subject_id, mask_path, progress)
+        make_extractor(params_path)  # a bad parameter file is an error, not an unusable lesion
+        refused: dict[int, str] | None = None if unusable == "raise" else {}
+        rad, settings["radiomics"] = radiomics_features(image, mask, table["lesion_id"], params_path,
+                                                        subject_id, mask_path, progress, refused)
+        if unusable == "drop":
+            settings["unusable_lesions"] = sorted(refused)
+            table = table[~table["lesion_id"].isin(refused)].reset_index(drop=True)
+        elif unusable == "missing":
+            settings["texture_missing"] = {str(k): v for k, v in sorted(refused.items())}
         table = table.merge(rad, on="lesion_id", how="left", validate="one_to_one")
     table.insert(0, "subject_id", subject_id)
     return table, settings

@@ -50,8 +50,12 @@ def _cached_extractor(params_path: str, size: int, mtime_ns: int):
 
 def radiomics_features(image: sitk.Image, labels: sitk.Image, lesion_ids: Iterable[int], params_path: str | Path,
                        subject_id: str | None = None, mask_path: str | Path | None = None,
-                       progress: bool = False) -> tuple[pd.DataFrame, dict]:
+                       progress: bool = False, refused: dict[int, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Run pyradiomics once per lesion label.
+
+    ``refused``: where a lesion pyradiomics cannot use (too small for the parameter file's
+    resampling, a single voxel or a line of voxels) is recorded, ``{label: reason}``, and left
+    out of the table; without it such a lesion raises :class:`InputError`.
 
     Returns
     -------
@@ -71,13 +75,18 @@ def radiomics_features(image: sitk.Image, labels: sitk.Image, lesion_ids: Iterab
         try:
             result = extractor.execute(image, labels, label=lesion_id)
         except ValueError as exc:
-            raise InputError(f"pyradiomics cannot use lesion label {lesion_id} ({exc})",
-                             subject_id, mask_path) from None
+            reason = " ".join(str(exc).split())
         except RuntimeError as exc:  # SimpleITK, when resampling leaves no voxel of the label
             if "No label object" not in str(exc):
                 raise
-            raise InputError(f"pyradiomics cannot use lesion label {lesion_id} (no voxel left after resampling "
-                             "to the parameter file's voxel size)", subject_id, mask_path) from None
+            reason = "no voxel left after resampling to the parameter file's voxel size"
+        else:
+            reason = None
+        if reason is not None:
+            if refused is None:
+                raise InputError(f"pyradiomics cannot use lesion label {lesion_id} ({reason})", subject_id, mask_path)
+            refused[lesion_id] = reason
+            continue
         row = {"lesion_id": lesion_id}
         row.update({k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")})
         rows.append(row)
@@ -88,4 +97,5 @@ def radiomics_features(image: sitk.Image, labels: sitk.Image, lesion_ids: Iterab
         "feature_classes": extractor.enabledFeatures,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in extractor.settings.items()},
     }
-    return pd.DataFrame(rows), settings
+    features = pd.DataFrame(rows) if rows else pd.DataFrame({"lesion_id": pd.Series([], dtype="int64")})
+    return features, settings

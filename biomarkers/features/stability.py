@@ -239,12 +239,14 @@ def perturbed_lesion_features(image_path: str | Path, mask_path: str | Path, sub
     if source_fwhm_mm is not None and not source_fwhm_mm > 0:
         raise ValueError(f"source PSF FWHM must be positive, got {source_fwhm_mm} mm")
     image, mask = read_image_pair(image_path, mask_path, subject_id)
-    table, settings = image_lesion_features(image, mask, subject_id, params_path, mask_path)
-    frames, unusable = [table.assign(perturbation=UNPERTURBED)], {}
+    table, settings = image_lesion_features(image, mask, subject_id, params_path, mask_path, unusable="drop")
+    refused = settings.pop("unusable_lesions", [])
+    unusable = {UNPERTURBED: refused} if refused else {}
+    frames = [table.assign(perturbation=UNPERTURBED)]
     for p in parsed:
         moved_image, moved_mask = perturb(image, mask, p, seed, subject_id, source_fwhm_mm)
         moved, info = image_lesion_features(moved_image, moved_mask, subject_id, params_path, mask_path,
-                                            skip_unusable=True)
+                                            unusable="drop")
         unusable[p.spec] = info.get("unusable_lesions", [])
         frames.append(moved.assign(perturbation=p.spec))
     frames = [f for f in frames if len(f)] or frames[:1]

@@ -20,8 +20,21 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PATH_COLUMNS = ("pet", "pet_dicom", "ct", "mask", "organs")
 
 
+def sheet_separator(path: str | Path) -> str:
+    """The column separator of a sheet: ``,`` for ``.csv``, a tab for ``.tsv``/``.tab``, else
+    whichever of the two the header line holds (a tab when it holds both or neither)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return ","
+    if suffix in (".tsv", ".tab"):
+        return "\t"
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline()
+    return "," if "," in header and "\t" not in header else "\t"
+
+
 def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
-    """Read and check a subjects sheet (tab separated).
+    """Read and check a subjects sheet (comma or tab separated: :func:`sheet_separator`).
 
     Relative paths in the path columns are resolved against the sheet's folder.
 
@@ -34,10 +47,18 @@ def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
     path = Path(path)
     if not path.is_file():
         raise SubjectsSheetError("subjects sheet does not exist", path=path)
-    df = pd.read_csv(path, sep="\t", dtype={"subject_id": str, "cohort": str, "center": str})
+    sep = sheet_separator(path)
+    df = pd.read_csv(path, sep=sep, dtype={"subject_id": str, "cohort": str, "center": str})
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise SubjectsSheetError(f"subjects sheet lacks column(s) {', '.join(missing)}", path=path)
+        other = "," if sep == "\t" else "\t"
+        hint = ""
+        if len(df.columns) == 1 and other in str(df.columns[0]):
+            hint = f" (its header is one column holding {'commas' if other == ',' else 'tabs'}: name it .csv or .tsv)"
+        else:
+            hint = f" (it has: {', '.join(map(str, df.columns[:12]))}{' ...' if len(df.columns) > 12 else ''}; " \
+                   "rename with `biomarkers init --map OLD=NEW`)"
+        raise SubjectsSheetError(f"subjects sheet lacks column(s) {', '.join(missing)}{hint}", path=path)
     if df["subject_id"].isna().any():
         raise SubjectsSheetError(f"empty subject_id in row {int(df['subject_id'].isna().argmax()) + 2}", path=path)
     for column in ("subject_id", "cohort"):

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 from radiomics import featureextractor
@@ -88,9 +89,10 @@ def test_ct_parameter_file_on_a_ct_lesion(tmp_path):
     assert meta["radiomics"]["params_file"]["name"] == "ct.yaml"
 
 
-def test_lesion_lost_in_resampling_is_a_clear_error_or_skipped():
-    # Two 1.5 mm voxels vanish when pyradiomics resamples the mask to 4 mm: a one-line error
-    # naming the label, or (perturbed images) a lesion listed as unusable.
+def test_lesion_lost_in_resampling_keeps_its_pet_metrics_or_is_skipped():
+    # Two 1.5 mm voxels vanish when pyradiomics resamples the mask to 4 mm: by default the lesion
+    # keeps its PET metrics with its texture missing (the reason recorded), or (perturbed images)
+    # it is listed as unusable and left out, or (asked for) a one-line error naming the label.
     from biomarkers.features.lesions import image_lesion_features
 
     suv = 1.0 + np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
@@ -103,6 +105,45 @@ def test_lesion_lost_in_resampling_is_a_clear_error_or_skipped():
     mask.CopyInformation(image)
     with pytest.raises(InputError, match="subject s, file m.nii.gz: pyradiomics cannot use lesion label 1 "
                                          r"\(no voxel left after resampling"):
-        image_lesion_features(image, mask, "s", "pet", "m.nii.gz")
-    table, settings = image_lesion_features(image, mask, "s", "pet", skip_unusable=True)
+        image_lesion_features(image, mask, "s", "pet", "m.nii.gz", unusable="raise")
+    table, settings = image_lesion_features(image, mask, "s", "pet", unusable="drop")
     assert list(table["lesion_id"]) == [2] and settings["unusable_lesions"] == [1]
+    table, settings = image_lesion_features(image, mask, "s", "pet")
+    assert list(table["lesion_id"]) == [1, 2]
+    assert list(settings["texture_missing"]) == ["1"] and "no voxel left" in settings["texture_missing"]["1"]
+    small, big = table.iloc[0], table.iloc[1]
+    assert small["mtv_ml"] == pytest.approx(2 * 1.5**3 / 1000) and small["suv_max"] == suv[10, 10, 10:12].max()
+    texture = [c for c in table.columns if c.startswith("original_")]
+    assert len(texture) > 90 and small[texture].isna().all() and big[texture].notna().all()
+
+
+def test_features_cli_keeps_a_lesion_too_thin_for_texture(tmp_path):
+    # A real case's shape: a 13-voxel lesion (0.52 mL, above min_volume_ml 0.5) on a centre with
+    # 3.5 x 3.5 x 3.27 mm voxels is a line once pyradiomics resamples it to 4 mm. The study used to
+    # stop there; now the lesion keeps its PET metrics, its texture is missing, and one warning
+    # line names the subject, the file and the label.
+    from typer.testing import CliRunner
+
+    from biomarkers.cli import app
+
+    suv = (1.0 + np.random.default_rng(0).random((30, 30, 30))).astype(np.float32)
+    labels = np.zeros(suv.shape, np.uint8)
+    labels[15, 15, 9:22], suv[15, 15, 9:22] = 1, 6.0
+    labels[5:12, 5:12, 5:12] = 2
+    suv[5:12, 5:12, 5:12] += 4.0
+    for array, name in ((suv, "pet"), (labels, "mask")):
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing((3.5, 3.5, 3.27))
+        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
+    out = tmp_path / "lesions.parquet"
+    result = CliRunner().invoke(app, ["features", "--image", str(tmp_path / "pet.nii.gz"), "--mask",
+                                      str(tmp_path / "mask.nii.gz"), "--params", "pet", "--subject-id", "sub-7",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    warning = result.stderr.strip()
+    assert warning.count("\n") == 0 and "subject sub-7" in warning and "mask.nii.gz" in warning
+    assert "lesion label(s) 1 (mask has too few dimensions" in warning
+    table = pd.read_parquet(out)
+    assert list(table["lesion_id"]) == [1, 2]
+    assert table.loc[0, "mtv_ml"] == pytest.approx(13 * 3.5 * 3.5 * 3.27 / 1000) and table.loc[0, "suv_max"] == 6.0
+    assert np.isnan(table.loc[0, "original_glcm_Contrast"]) and np.isfinite(table.loc[1, "original_glcm_Contrast"])

@@ -242,3 +242,26 @@ def test_sheet_without_organs_uses_the_networks_organs(tiny_run, tmp_path):
     summary = pd.read_csv(results / "segmentation_quality" / "validation_summary.tsv", sep="\t")
     assert {"relative:0.41", "relative:0.41 +unet-organs", "unet"} <= set(summary["method"])
     assert not (results / "segmentation_quality" / "validation_organ_dice.tsv").exists()  # no organs to score
+
+
+def test_config_errors_are_one_line_naming_the_key(tmp_path):
+    # A config with neither a sheet nor a simulation used to print the whole config; radiomics_params
+    # has a default (pet); a sheet without organ masks says how to go on without them.
+    config = tmp_path / "config.yaml"
+    config.write_text(f"results: {tmp_path / 'results'}\nsegmentation: {{method: fixed}}\n")
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config, top level: give exactly one of: simulate, subjects" in out
+    assert len(out.splitlines()) < 15, out
+    config.write_text(f"results: {tmp_path / 'results'}\nsubjects: s.tsv\nsegmentation: {{methd: fixed}}\n")
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
+    assert "config, segmentation: Additional properties are not allowed ('methd' was unexpected)" in proc.stdout + proc.stderr
+    sitk_free = pd.DataFrame({"subject_id": ["s1", "s2"], "cohort": ["train", "validation"], "center": ["A", "B"],
+                              "pet": ["s1.nii.gz", "s2.nii.gz"], "time": [100.0, 200.0], "event": [1, 0]})
+    sitk_free.to_csv(tmp_path / "subjects.csv", index=False)
+    config.write_text(f"results: {tmp_path / 'results'}\nsubjects: {tmp_path / 'subjects.csv'}\n"
+                      "unet: {enabled: false}\nmodel: {primary: coxph, features: [total_mtv_ml]}\n")
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
+    assert proc.returncode != 0
+    assert ("subjects.csv: segmentation.exclude_organs needs organ masks (column organs) or a U-Net's predicted "
+            "organs") in proc.stdout + proc.stderr and "or set segmentation: {exclude_organs: false}" in proc.stdout + proc.stderr

@@ -24,7 +24,13 @@ def check_config(config):
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "top level"
-        raise WorkflowError(f"config, {where}: {error.message.splitlines()[0]}")
+        if error.validator in ("oneOf", "anyOf"):  # jsonschema's message would print the whole config
+            keys = [" and ".join(alt.get("required", [])) for alt in error.schema[error.validator]]
+            message = f"give exactly one of: {', '.join(k for k in keys if k)}"
+        else:
+            message = error.message.splitlines()[0]
+            message = message if len(message) <= 240 else message[:240] + " ..."
+        raise WorkflowError(f"config, {where}: {message}")
 
 
 try:
