@@ -149,55 +149,17 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
             subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
     """Lesion segmentation (threshold family, 3D U-Net or the reference mask): a labelled lesion mask
     (1..n, 0 background). Warns when the lesions lie in organs or add up to an implausible volume."""
-    import numpy as np
-
-    from biomarkers.io.images import (check_same_geometry, like, read_image, read_image_pair, spacing_zyx_mm,
-                                      to_array, write_image)
-    from biomarkers.segment.plausibility import check_segmentation
+    from biomarkers.segment.run import SegmentSettings, segment_subject
 
     sid = subject_id or None
-    organ_array = None
-    if method == "unet":
-        from biomarkers.deep.unet_cli import segment_with_unet
-
-        if model is None:
-            raise InputError("--method unet needs --model CHECKPOINT (from `biomarkers train-unet`)", sid, pet)
-        segment_with_unet(pet, ct, model, out, probability, min_volume_ml, subject_id=sid,
-                          organs_out=organs_out, flips=[(2,)] if tta else [])
-        image, labels = read_image_pair(pet, out, sid)
-        labels = to_array(labels)
-    elif method == "reference":
-        from biomarkers.segment.reference import reference_lesions
-
-        if reference is None:
-            raise ValueError("--method reference needs --reference MASK (the expert lesion mask)")
-        labels, image = reference_lesions(pet, reference, min_volume_ml, sid)
-        write_image(like(labels, image), out)
-    else:
-        from biomarkers.segment import segment_lesions
-
-        if organs is not None:
-            image, organ_image = read_image_pair(pet, organs, sid)
-            organ_array = to_array(organ_image)
-        else:
-            image = read_image(pet, sid, "pet")
-        try:
-            labels = segment_lesions(to_array(image).astype(np.float64), spacing_zyx_mm(image), method, threshold,
-                                     fraction, min_volume_ml, organ_array, liver_label, seed_radius_mm)
-        except ValueError as exc:
-            raise InputError(str(exc), sid, pet) from None
-        write_image(like(labels, image), out)
-    check_path = check_organs or organs
-    if check_path is not None and (organ_array is None or check_path != organs):  # not read above
-        check_image = read_image(check_path, sid, "mask")
-        check_same_geometry(image, check_image, pet, check_path, sid)
-        organ_array = to_array(check_image)
-    check = check_segmentation(labels, spacing_zyx_mm(image), None if check_path is None else organ_array,
-                               max_total_ml=max_total_ml)
+    settings = SegmentSettings(method, threshold, fraction, min_volume_ml, seed_radius_mm, liver_label, model,
+                               probability, tta, max_total_ml)
+    n_lesions, check = segment_subject(pet, out, settings, ct=ct, organs=organs, reference=reference,
+                                       check_organs=check_organs, organs_out=organs_out, subject_id=sid)
     if check.flagged:
         typer.echo(f"biomarkers segment: warning: {'subject ' + sid + ', ' if sid else ''}file {out}: "
                    f"{'; '.join(check.reasons)}: check the segmentation (organ masks, method)", err=True)
-    typer.echo(f"{subject_id or pet.name}: {int(labels.max())} lesion(s), {check.total_ml:.1f} mL")
+    typer.echo(f"{subject_id or pet.name}: {n_lesions} lesion(s), {check.total_ml:.1f} mL")
 
 
 @app.command("train-unet")
@@ -712,6 +674,13 @@ def batch(tasks: str = typer.Option(..., help="JSON array of argument lists, one
                                                                      standalone_mode=False) or 0)
     if status:
         raise typer.Exit(status)
+
+
+# A study's afterlife: freeze the primary model with its per-patient steps, and score new patients.
+from biomarkers import cli_signature  # noqa: E402  (after `user_errors`, which wraps its verbs)
+
+app.command("signature")(user_errors(cli_signature.signature))
+app.command("predict")(user_errors(cli_signature.predict))
 
 
 def main() -> None:

@@ -66,8 +66,8 @@ def aggregate_subject(lesions: pd.DataFrame, texture: str = "largest") -> dict[s
 def feature_table(subjects: pd.DataFrame, lesions: pd.DataFrame, covariates: Sequence[str] = (),
                   categorical: Mapping[str, Sequence[str]] | None = None, sheet_path: str = "subjects.tsv",
                   texture: str = "largest") -> pd.DataFrame:
-    """Build the feature table: ``subject_id``, ``time``, ``event``, ``center`` (when the sheet
-    has it), covariates, features.
+    """Build the feature table: ``subject_id``, ``time``, ``event`` (when the sheet has them),
+    ``center`` (when the sheet has it), covariates, features.
 
     Parameters
     ----------
@@ -95,7 +95,9 @@ def feature_table(subjects: pd.DataFrame, lesions: pd.DataFrame, covariates: Seq
     empty = lesions.iloc[0:0]
     for _, subj in subjects.iterrows():
         sid = subj["subject_id"]
-        row: dict = {"subject_id": sid, "time": float(subj["time"]), "event": int(subj["event"])}
+        row: dict = {"subject_id": sid}
+        if "time" in subjects.columns:  # new patients scored by a signature have no outcome yet
+            row.update(time=float(subj["time"]), event=int(subj["event"]))
         if "center" in subjects.columns:
             row["center"] = str(subj["center"])  # not a feature: for ComBat harmonisation
         for col in covariates:

@@ -264,7 +264,7 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
                                f"of the training cohort's {abstain_on}"
                        if threshold is not None else "deterministic model: never abstains"},
         "score_seed": SCORE_SEED,
-        "versions": _versions(),
+        "versions": library_versions(),
         **({"lesion_patches": bundle.info["lesion_patches"]} if "lesion_patches" in bundle.info else {}),
     }
     summary = None
@@ -449,7 +449,7 @@ def write_scores(scores: pd.DataFrame, path: str | Path, bundle: ModelBundle) ->
                                  "bundle_sha256": bundle.sha256})
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     out = {}
     for pkg in ("biomarkers", "numpy", "pandas", "lifelines", "scikit-survival", "scikit-learn", "torch", "pycox",
                 "pyradiomics-bhklab", "SimpleITK"):

@@ -191,6 +191,32 @@ class ComBat:
             out[lev] = {"seen": False, **self._estimate(z[rows], priors)}
         return out
 
+    def new_centre_estimates(self, x: pd.DataFrame, batch: Sequence[Any],
+                             covariates: pd.DataFrame | None = None) -> dict[str, dict[str, Any]]:
+        """``gamma*``, ``delta*`` and subject count of every centre of ``batch`` not seen in training,
+        as :meth:`transform` estimates them from these rows (plain lists)."""
+        values = _matrix(x, self.features_, "table to harmonise")
+        labels = _labels(batch, len(values), "table to harmonise")
+        z = self._standardise(values, _covariates(covariates, self.covariates_, len(values), "table to harmonise"))
+        return {lev: {"gamma_star": np.asarray(est["gamma_star"]).tolist(),
+                      "delta_star": np.asarray(est["delta_star"]).tolist(), "n": int((labels == lev).sum())}
+                for lev, est in self.batch_estimates(z, labels).items() if not est["seen"]}
+
+    def with_centres(self, estimates: dict[str, dict[str, Any]]) -> "ComBat":
+        """A copy that applies the given ``gamma*``/``delta*`` to those centres, as it applies a
+        training centre's (:meth:`new_centre_estimates`' output: a harmonisation reference)."""
+        clash = sorted(set(map(str, estimates)) & set(self.batches_))
+        if clash:
+            raise ValueError(f"centre(s) {', '.join(clash)} were in the training cohort; their estimates are fitted")
+        model = ComBat.from_dict(self.to_dict())
+        width = len(self.features_)
+        for lev, est in estimates.items():
+            if len(est["gamma_star"]) != width or len(est["delta_star"]) != width:
+                raise ValueError(f"centre {lev}: estimates for {len(est['gamma_star'])} features, not {width}")
+            model.batches_[str(lev)] = {"gamma_star": list(est["gamma_star"]), "delta_star": list(est["delta_star"]),
+                                        "reference": True}
+        return model
+
     def standardise(self, x: pd.DataFrame, covariates: pd.DataFrame | None = None) -> np.ndarray:
         """``(x - alpha - c'beta) / sigma`` with the training reference (ComBat's ``s_data``)."""
         values = _matrix(x, self.features_, "table to harmonise")

@@ -194,11 +194,7 @@ class FeaturePipeline:
         FeatureTableError
             When ``table`` lacks a needed column, or a centre/covariate is missing.
         """
-        needed = self.features_ if self.combat_ is not None else self.selected_
-        logs = [f for f in self.log_features if f in needed]
-        x = log_matrix(table, needed, logs, "table to transform")
-        medians = np.asarray([self.medians_[self.features_.index(f)] for f in needed])
-        frame = pd.DataFrame(np.where(np.isnan(x), medians, x), columns=needed, index=table.index)
+        frame = self._imputed(table)
         if self.combat_ is not None:
             covariates = _covariate_frame(table, self.combat_.covariates_)
             adjusted = self.combat_.features_
@@ -206,6 +202,24 @@ class FeaturePipeline:
         idx = [self.features_.index(f) for f in self.selected_]
         z = (frame[self.selected_].to_numpy() - np.asarray(self.means_)[idx]) / np.asarray(self.scales_)[idx]
         return pd.DataFrame(z, columns=self.selected_, index=table.index)
+
+    def new_centre_estimates(self, table: pd.DataFrame, centers: str | Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """ComBat's estimates of every centre of ``table`` not in the training cohort, exactly as
+        :meth:`transform` computes them for this table (:meth:`ComBat.new_centre_estimates`);
+        empty without ComBat. A frozen signature keeps them as its harmonisation reference."""
+        if self.combat_ is None:
+            return {}
+        covariates = _covariate_frame(table, self.combat_.covariates_)
+        frame = self._imputed(table)[self.combat_.features_]
+        return self.combat_.new_centre_estimates(frame, self._centres(table, centers), covariates)
+
+    def _imputed(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The needed columns of ``table``, log-transformed where fitted so and median-imputed."""
+        needed = self.features_ if self.combat_ is not None else self.selected_
+        logs = [f for f in self.log_features if f in needed]
+        x = log_matrix(table, needed, logs, "table to transform")
+        medians = np.asarray([self.medians_[self.features_.index(f)] for f in needed])
+        return pd.DataFrame(np.where(np.isnan(x), medians, x), columns=needed, index=table.index)
 
     def fit_transform(self, table: pd.DataFrame, time: Sequence[float], event: Sequence[int],
                       centers: str | Sequence[Any] | None = None) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 import math
 import os
 import shlex
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -274,6 +275,7 @@ def final_targets(wildcards):
             else []
         ),
         *([f"{RESULTS}/report/icc.png"] if config["stability"]["subjects"] else []),
+        *([f"{RESULTS}/signature"] if SIGNATURE else []),
     ]
 
 
@@ -506,3 +508,48 @@ def source_fwhm(subject):
     if any(p.startswith("resolution:") for p in STABILITY["perturbations"]):
         raise WorkflowError("stability.source_fwhm_mm is required for a resolution perturbation of a given cohort")
     return None
+
+
+# The frozen signature of the primary model: every per-patient step, for `biomarkers predict`.
+PRIMARY = config["model"]["primary"]
+SIGNATURE = PRIMARY not in PATCH_MODELS  # an end-to-end model's signature is not supported yet
+
+
+def signature_organs():
+    """Where the primary model's threshold segmentation took its organ masks from."""
+    seg = config["segmentation"]
+    if model_segmentation(PRIMARY) == "unet" or seg["method"] == "reference" or not seg["exclude_organs"]:
+        return "none"
+    return "given" if SHEET_ORGANS else "unet"
+
+
+def signature_inputs(wildcards):
+    """The networks the signature carries: the U-Net (its lesions or organs), the autoencoder."""
+    inputs = {}
+    if model_segmentation(PRIMARY) == "unet" or signature_organs() == "unet":
+        inputs["unet"] = unet_model(wildcards)
+    if DEEP["enabled"]:
+        inputs["autoencoder"] = f"{RESULTS}/models/autoencoder.pt"
+    inputs["tables"] = [model_feature_table(SimpleNamespace(model=PRIMARY, cohort=c)) for c in cohorts() if c != TRAIN]
+    return inputs
+
+
+def signature_table_flags(wildcards, input):
+    """`--cohort-table` for every other cohort, `--unet`/`--autoencoder` for the networks."""
+    flags = [f"--cohort-table {shlex.quote(path)}" for path in input.tables]
+    for name in ("unet", "autoencoder"):
+        if name in input.keys():
+            flags.append(f"--{name} {shlex.quote(input[name])}")
+    return " ".join(flags)
+
+
+def signature_flags(wildcards):
+    """The segmentation and U-Net settings of the primary model's lesions."""
+    seg = config["segmentation"]
+    flags = [f"--method {seg['method']}", f"--threshold {seg['threshold_suv']}", f"--fraction {seg['fraction']}",
+             f"--min-volume-ml {seg['min_volume_ml']}", f"--organs {signature_organs()}",
+             f"--lesions {model_segmentation(PRIMARY)}", f"--unet-probability {UNET['probability']}",
+             "--unet-tta" if UNET["tta"] else "--no-unet-tta", "--unet-ct" if UNET["use_ct"] else "--no-unet-ct",
+             "--unet-organs" if UNET["organs"] else "--no-unet-organs",
+             "--deep-ct" if DEEP["use_ct"] else "--no-deep-ct"]
+    return " ".join(flags)

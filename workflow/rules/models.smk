@@ -228,3 +228,32 @@ rule compare_models:
     shell:
         "biomarkers compare {params.scores} --out {output.table:q} --bootstrap {params.bootstrap} --seed {params.seed}"
         " > {log:q} 2>&1"
+
+
+rule signature:
+    input:
+        unpack(signature_inputs),
+        model=f"{RESULTS}/models/{PRIMARY}",
+        train_scores=f"{RESULTS}/scores/{PRIMARY}/{TRAIN}.parquet",
+        params=RADIOMICS_PARAMS,
+    output:
+        directory(f"{RESULTS}/signature"),
+    params:
+        settings=signature_flags,
+        tables=signature_table_flags,
+        norm=config["suv_normalisation"],
+        covariates=",".join(config["covariates"]),
+        categorical=categorical_flags,
+        texture=config["texture_aggregation"],
+    log:
+        f"{RESULTS}/logs/signature.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "biomarkers signature --model {input.model:q} --out {output:q} --params {input.params:q}"
+        " --training-scores {input.train_scores:q} {params.tables} {params.settings} --suv-norm {params.norm}"
+        " --covariates '{params.covariates}' {params.categorical} --texture {params.texture} > {log:q} 2>&1"

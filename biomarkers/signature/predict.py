@@ -1,0 +1,205 @@
+"""New patients through a frozen signature: images in, risk, risk group, uncertainty and the
+abstention flag out, by the same library calls the study's workflow makes per subject.
+
+Per patient (in ``work/<subject>/``): SUV from the DICOM series when given (the signature's
+normalisation), the lesion segmentation (the signature's method; organ masks from the patient's
+files or the signature's U-Net), the PET metrics and pyradiomics features with the signature's
+parameter file, deep features when the model reads them, the per-patient aggregation; then the
+frozen model scores every patient with the study's preprocessing and harmonisation reference.
+The same images give the same risk as the study gave them, to the last bit (tested).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from biomarkers.errors import FeatureTableError, InputError, SubjectsSheetError
+from biomarkers.signature.export import SignatureSettings, check_signature
+
+#: Columns of a new-patient sheet besides the covariates (``pet`` or ``pet_dicom`` per patient).
+PATIENT_COLUMNS = ("subject_id", "center", "pet", "pet_dicom", "ct", "organs", "mask")
+
+
+@dataclass
+class Signature:
+    """A checked signature folder, loaded."""
+
+    folder: Path
+    state: dict
+    sha256: str
+    settings: SignatureSettings
+
+    @classmethod
+    def load(cls, folder: str | Path, expect_sha256: str | None = None) -> "Signature":
+        state, digest = check_signature(folder, expect_sha256)
+        return cls(Path(folder), state, digest, SignatureSettings(**state["settings"]).check())
+
+    def bundle(self):
+        """The frozen model, its ComBat extended by the harmonisation reference."""
+        from biomarkers.survival.bundle import load_bundle
+
+        bundle = load_bundle(self.folder / "model", self.state["model_sha256"])
+        combat = bundle.preprocessor.combat_
+        if combat is not None and self.state["harmonisation_reference"]:
+            bundle.preprocessor.combat_ = combat.with_centres(self.state["harmonisation_reference"])
+        return bundle
+
+
+def read_patients(path: str | Path) -> pd.DataFrame:
+    """A sheet of new patients (CSV or TSV): ``subject_id``, ``center``, ``pet`` (SUV image) or
+    ``pet_dicom`` (a DICOM series folder), optional ``ct``, ``organs``, ``mask``, the covariates;
+    no outcome needed."""
+    from biomarkers.io.subjects import read_subjects
+
+    sheet = read_subjects(path, required=("subject_id", "center"))
+    if "pet" not in sheet.columns and "pet_dicom" not in sheet.columns:
+        raise SubjectsSheetError("sheet of new patients needs a pet or a pet_dicom column", path=path)
+    return sheet
+
+
+def predict_patients(signature: Signature, patients: pd.DataFrame, work: str | Path,
+                     sheet_path: str = "patients", progress: bool = True) -> tuple[pd.DataFrame, Any]:
+    """Scores of every patient (``score``'s layout, plus ``center``, ``lesion_count``,
+    ``total_mtv_ml`` and ``risk_percentile`` against the training cohort) and the model bundle;
+    per-patient files in ``work``.
+
+    Raises
+    ------
+    InputError
+        A missing image, a patient without a file the signature needs (organ masks, CT, the
+        reference mask), a centre ComBat cannot harmonise; the message names the patient.
+    """
+    from tqdm import tqdm
+
+    from biomarkers.features.aggregate import feature_table
+    from biomarkers.survival.bundle import score_table
+
+    bundle = signature.bundle()
+    _check_centres(bundle, patients, signature, sheet_path)
+    work = Path(work)
+    frames = []
+    for _, row in tqdm(list(patients.iterrows()), desc="predict", unit="patient", disable=None if progress else True):
+        frames.append(_lesion_table(signature, row, work / str(row["subject_id"])))
+    lesions = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
+    s = signature.settings
+    table = feature_table(patients, lesions, s.covariates, s.categorical, sheet_path, s.texture)
+    for column in bundle.info["feature_columns"]:  # per-lesion columns no lesion of these patients had
+        if column not in table.columns:
+            table[column] = np.nan
+    scores = score_table(bundle, table, sheet_path)
+    training = np.asarray(signature.state["training_risk"], dtype=np.float64)
+    scores.insert(1, "center", table["center"].to_numpy())
+    scores["lesion_count"] = table["lesion_count"].to_numpy()
+    scores["total_mtv_ml"] = table["total_mtv_ml"].to_numpy()
+    scores["risk_percentile"] = [100.0 * np.mean(training < r) for r in scores["risk"]]
+    return scores, bundle
+
+
+def stratification_table(scores: pd.DataFrame, signature_sha256: str) -> pd.DataFrame:
+    """One row per patient for randomisation: the stratum (``high``/``low`` risk group, or
+    ``review`` where the model abstains: send the patient to further tests) and the signature's hash."""
+    stratum = np.where(scores["abstain"].to_numpy(bool), "review", scores["risk_group"].to_numpy())
+    return pd.DataFrame({"subject_id": scores["subject_id"], "center": scores["center"],
+                         "stratum": stratum, "risk_group": scores["risk_group"], "abstain": scores["abstain"],
+                         "risk": scores["risk"], "signature_sha256": signature_sha256})
+
+
+def _check_centres(bundle, patients: pd.DataFrame, signature: Signature, sheet_path: str) -> None:
+    """A centre neither in training nor in the harmonisation reference must bring enough patients."""
+    combat = bundle.preprocessor.combat_
+    if combat is None:
+        return
+    known = set(combat.batches_)
+    counts = patients["center"].astype(str).value_counts()
+    need = max(combat.min_batch_size, 2)
+    for centre, n in sorted(counts.items()):
+        if centre not in known and n < need:
+            sid = patients.loc[patients["center"].astype(str) == centre, "subject_id"].iloc[0]
+            raise SubjectsSheetError(
+                f"centre {centre} is neither a training centre nor in the signature's harmonisation reference "
+                f"({', '.join(sorted(known))}) and has {n} patient(s); ComBat estimates a new centre from at "
+                f"least {need}: predict them together with more patients of that centre", sid, sheet_path)
+
+
+def _file(row: pd.Series, column: str) -> Path | None:
+    value = row.get(column)
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else Path(value)
+
+
+def _needed(row: pd.Series, column: str, why: str) -> Path:
+    path = _file(row, column)
+    if path is None:
+        raise InputError(f"no {column} file given; the signature needs it ({why})", str(row["subject_id"]))
+    if not path.exists():
+        raise InputError(f"{column} file does not exist", str(row["subject_id"]), path)
+    return path
+
+
+def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> pd.DataFrame:
+    """One patient's lesion rows (PET metrics, texture, deep features when the model reads them)."""
+    from biomarkers.features.lesions import lesion_features
+    from biomarkers.io.atomic import write_parquet
+    from biomarkers.segment.run import SegmentSettings, segment_subject
+
+    s, sid = signature.settings, str(row["subject_id"])
+    work.mkdir(parents=True, exist_ok=True)
+    pet = _pet(row, s, work)
+    uses_ct = (s.lesions == "unet" or s.organs == "unet") and s.unet_ct
+    ct = _needed(row, "ct", "the U-Net reads the CT") if uses_ct else _file(row, "ct")
+    unet = SegmentSettings("unet", min_volume_ml=s.min_volume_ml, model=signature.folder / "unet.pt",
+                           probability=s.unet_probability, tta=s.unet_tta)
+    organs = _file(row, "organs")
+    if s.lesions == "unet" or s.organs == "unet":
+        organs_out = work / "unet_organs.nii.gz" if s.unet_organs else None
+        segment_subject(pet, work / "unet_lesions.nii.gz", unet, ct=ct if s.unet_ct else None,
+                        organs_out=organs_out, subject_id=sid)
+        if s.organs == "unet":
+            organs = organs_out
+    if s.lesions == "unet":
+        lesions = work / "unet_lesions.nii.gz"
+    else:
+        lesions = work / "lesions.nii.gz"
+        settings = SegmentSettings(s.method, s.threshold, s.fraction, s.min_volume_ml)
+        if s.method == "reference":
+            segment_subject(pet, lesions, settings, reference=_needed(row, "mask", "segmentation: reference"),
+                            check_organs=organs, subject_id=sid)
+        else:
+            if s.organs == "given":
+                organs = _needed(row, "organs", "the study excluded physiological uptake with organ masks")
+            segment_subject(pet, lesions, settings, organs=organs if s.organs != "none" else None, subject_id=sid)
+    table, meta = lesion_features(pet, lesions, sid, signature.folder / "radiomics.yaml")
+    write_parquet(table, work / "lesions.parquet", meta)
+    if signature.state.get("autoencoder"):
+        from biomarkers.deep.embed_cli import embed_to_parquet
+
+        deep_ct = _needed(row, "ct", "the deep features read the CT") if s.deep_ct else None
+        more = embed_to_parquet(pet, deep_ct, lesions, sid, signature.folder / "autoencoder.pt",
+                                work / "deep.parquet", "cpu")
+        table = table.merge(more.drop(columns="subject_id"), on="lesion_id", how="left", validate="one_to_one")
+    (work / "pet.txt").write_text(f"{pet}\n{lesions}\n")
+    return table
+
+
+def _pet(row: pd.Series, s: SignatureSettings, work: Path) -> Path:
+    """The patient's SUV image: the sheet's, or converted from its DICOM series."""
+    sid = str(row["subject_id"])
+    dicom = _file(row, "pet_dicom")
+    if dicom is not None:
+        from biomarkers.imaging.suv import convert_dicom_to_suv
+
+        if not dicom.exists():
+            raise InputError("pet_dicom folder does not exist", sid, dicom)
+        out = work / "suv.nii.gz"
+        convert_dicom_to_suv(dicom, out, s.suv_normalisation)
+        return out
+    return _needed(row, "pet", "the SUV image")
+
+
+def patient_images(work: Path) -> tuple[Path, Path]:
+    """The SUV image and lesion mask :func:`predict_patients` used for one patient."""
+    pet, lesions = (work / "pet.txt").read_text().splitlines()[:2]
+    return Path(pet), Path(lesions)
