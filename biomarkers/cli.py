@@ -676,11 +676,12 @@ def batch(tasks: str = typer.Option(..., help="JSON array of argument lists, one
         raise typer.Exit(status)
 
 
-# A study's afterlife: freeze the primary model with its per-patient steps, and score new patients.
-from biomarkers import cli_signature  # noqa: E402  (after `user_errors`, which wraps its verbs)
+# A study from the user's files; its frozen signature; new patients scored through it.
+from biomarkers import cli_study  # noqa: E402  (after `user_errors`, which wraps its verbs)
 
-app.command("signature")(user_errors(cli_signature.signature))
-app.command("predict")(user_errors(cli_signature.predict))
+app.command("init")(user_errors(cli_study.init))
+app.command("signature")(user_errors(cli_study.signature))
+app.command("predict")(user_errors(cli_study.predict))
 
 
 def main() -> None:

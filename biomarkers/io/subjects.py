@@ -17,7 +17,7 @@ REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "pet", "time", "event")
 #: space, a slash or a shell character ("$", "`", ";") in them is refused rather than escaped.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Columns holding file paths, resolved relative to the sheet's folder.
-PATH_COLUMNS = ("pet", "pet_dicom", "ct", "mask", "organs")
+PATH_COLUMNS = ("pet", "pet_dicom", "ct", "ct_dicom", "mask", "organs")
 
 
 def sheet_separator(path: str | Path) -> str:

@@ -1,6 +1,7 @@
-"""The verbs of a study's afterlife: ``signature`` (freeze the primary model with every per-patient
-step) and ``predict`` (new patients from images through it). Registered on the ``biomarkers`` app
-by :mod:`biomarkers.cli`; argument parsing and library calls only."""
+"""The verbs around a study: ``init`` (a study folder from a user's files), ``signature`` (freeze
+the primary model with every per-patient step) and ``predict`` (new patients from images through
+it). Registered on the ``biomarkers`` app by :mod:`biomarkers.cli`; argument parsing and library
+calls only."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,40 @@ def _pairs(items: List[str], flag: str) -> dict[str, str]:
             raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
         out[name.strip()] = value.strip()
     return out
+
+
+def init(sheet: Path = typer.Option(..., help="Clinical sheet (CSV or TSV), one row per patient."),
+         out: Path = typer.Option(..., help="Study folder to write (subjects.tsv, config.yaml), e.g. cohorts/mystudy."),
+         map: str = typer.Option("", "--map", help="Column renaming OLD=NEW,... onto subject_id, center, time, "
+                                                  "event (and cohort, covariates)."),
+         pet: str = typer.Option("", help="Pattern of each SUV image (NIfTI/NRRD), e.g. 'images/{subject_id}_pet.nrrd'."),
+         pet_dicom: str = typer.Option("", help="Pattern of each PET DICOM series folder, e.g. 'dicom/{subject_id}/PET'."),
+         ct: str = typer.Option("", help="Pattern of each CT image on the PET grid."),
+         ct_dicom: str = typer.Option("", help="Pattern of each CT DICOM series folder (resampled onto the PET grid)."),
+         mask: str = typer.Option("", help="Pattern of each reference lesion mask: label image, RTSTRUCT or DICOM-SEG."),
+         organs: str = typer.Option("", help="Pattern of each organ label image (1 brain, 2 liver, 3 kidneys, 4 bladder, 5 heart)."),
+         root: Optional[Path] = typer.Option(None, help="Folder the patterns start from (default: the sheet's)."),
+         validation_centers: str = typer.Option("", help="Comma-separated centres forming the validation cohort "
+                                                        "(when the sheet has no cohort column)."),
+         training_cohort: str = typer.Option("train", help="Name of the training cohort."),
+         covariates: str = typer.Option("", help="Comma-separated numeric covariate columns."),
+         categorical: List[str] = typer.Option([], help="Categorical covariate NAME or NAME=REF,LEVEL2,...; repeatable."),
+         results: Optional[str] = typer.Option(None, help="Results folder of the study (default results/<out name>)."),
+         force: bool = typer.Option(False, help="Overwrite the study folder's subjects.tsv and config.yaml.")) -> None:
+    """Write a study folder (subjects sheet and a config with every default) from your own files."""
+    from biomarkers.io.study_init import StudyLayout, init_study, parse_mapping
+
+    patterns = {k: v for k, v in {"pet": pet, "pet_dicom": pet_dicom, "ct": ct, "ct_dicom": ct_dicom,
+                                  "mask": mask, "organs": organs}.items() if v}
+    cats = {}
+    for item in categorical:
+        name, _, levels = item.partition("=")
+        cats[name.strip()] = _split(levels) or None
+    layout = StudyLayout(sheet, out, parse_mapping(map), patterns, root, _split(validation_centers),
+                         training_cohort, _split(covariates), cats, results)
+    sheet_path, config_path = init_study(layout, force)
+    typer.echo(f"wrote {sheet_path} and {config_path}; run the study from the repository: "
+               f"snakemake --cores 2 --configfile {config_path.resolve()}")
 
 
 def signature(model: Path = typer.Option(..., help="The primary model's frozen folder (`fit`)."),
