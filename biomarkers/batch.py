@@ -2,7 +2,7 @@
 
 A workflow job for a chunk of subjects runs ``biomarkers batch --tasks JSON``: each task is the
 argument list of one per-subject verb (``segment``, ``features``, ``embed``, ``stability``,
-``suv``), run in turn by the same command-line code a single-subject job runs, so every output file
+``suv``, ``resample``, ``mask``), run in turn by the same command-line code a single-subject job runs, so every output file
 is the one that job would write, byte for byte. Caches the verbs keep (pyradiomics extractors by
 parameter file) then serve every subject of the chunk.
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from biomarkers.errors import BiomarkerError
 
 #: The verbs a batch may run: the per-subject stages of the workflow.
-BATCH_VERBS = ("suv", "segment", "features", "embed", "stability")
+BATCH_VERBS = ("suv", "resample", "mask", "segment", "features", "embed", "stability")
 
 
 class BatchError(BiomarkerError):

@@ -108,17 +108,29 @@ def mask(source: Path = typer.Argument(..., help="Label image (NIfTI/NRRD), DICO
 
 @app.command()
 @user_errors
-def resample(image: Path = typer.Argument(..., help="Image to move (e.g. the CT)."),
+def resample(image: Path = typer.Argument(..., help="Image to move (e.g. the CT), or a folder with its DICOM series."),
              reference: Path = typer.Option(..., help="Image whose grid is taken (e.g. the PET)."),
              out: Path = typer.Option(..., help="Resampled image to write."),
              interpolation: str = typer.Option("linear", help="linear | nearest | bspline (nearest for labels)."),
-             outside: float = typer.Option(..., help="Value where the grid lies outside the moved image: -1024 for CT (air), 0 for PET.")) -> None:
-    """Resample an image onto another's grid (CT onto PET, or PET onto CT)."""
+             outside: float = typer.Option(..., help="Value where the grid lies outside the moved image: -1024 for CT (air), 0 for PET."),
+             modality: str = typer.Option("CT", help="A DICOM folder's series to read (Modality: CT, PT, MR)."),
+             subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
+    """Resample an image onto another's grid (CT onto PET, or PET onto CT); a DICOM series is read first."""
     from biomarkers.imaging.resample import resample_to
     from biomarkers.io.images import read_image, write_image
 
+    sid = subject_id or None
+    if image.is_dir():
+        from biomarkers.io.dicom import read_dicom_image
+
+        try:
+            moving = read_dicom_image(image, modality.upper())
+        except InputError as exc:
+            raise InputError(str(exc), sid) from None
+    else:
+        moving = read_image(image, sid)
     try:
-        moved = resample_to(read_image(image), read_image(reference), interpolation, outside)
+        moved = resample_to(moving, read_image(reference, sid), interpolation, outside)
     except ValueError as exc:
         raise InputError(str(exc), None, image) from None
     write_image(moved, out)
@@ -680,6 +692,7 @@ def batch(tasks: str = typer.Option(..., help="JSON array of argument lists, one
 from biomarkers import cli_study  # noqa: E402  (after `user_errors`, which wraps its verbs)
 
 app.command("init")(user_errors(cli_study.init))
+app.command("image-sheet")(user_errors(cli_study.image_sheet))
 app.command("signature")(user_errors(cli_study.signature))
 app.command("predict")(user_errors(cli_study.predict))
 

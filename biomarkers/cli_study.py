@@ -58,6 +58,17 @@ def init(sheet: Path = typer.Option(..., help="Clinical sheet (CSV or TSV), one 
                f"snakemake --cores 2 --configfile {config_path.resolve()}")
 
 
+def image_sheet(subjects: Path = typer.Option(..., help="Subjects sheet."),
+                out: Path = typer.Option(..., help="Sheet to write (TSV)."),
+                column: List[str] = typer.Option([], help="COLUMN=PATTERN with {subject}: the converted image of "
+                                                          "every subject; repeatable.")) -> None:
+    """A copy of the subjects sheet naming converted images (SUV, CT, masks from DICOM)."""
+    from biomarkers.io.subjects import write_image_sheet
+
+    sheet = write_image_sheet(subjects, out, _pairs(column, "--column"))
+    typer.echo(f"{out}: {len(sheet)} subjects")
+
+
 def signature(model: Path = typer.Option(..., help="The primary model's frozen folder (`fit`)."),
               out: Path = typer.Option(..., help="Signature folder to write."),
               params: Path = typer.Option(..., help="The study's pyradiomics parameter file."),
@@ -99,6 +110,7 @@ def predict(signature: Path = typer.Option(..., help="Signature folder (the stud
             pet: Optional[Path] = typer.Option(None, help="One patient: SUV image (or --pet-dicom)."),
             pet_dicom: Optional[Path] = typer.Option(None, help="One patient: PET DICOM series folder."),
             ct: Optional[Path] = typer.Option(None, help="One patient: CT on the PET grid."),
+            ct_dicom: Optional[Path] = typer.Option(None, help="One patient: CT DICOM series folder."),
             organs: Optional[Path] = typer.Option(None, help="One patient: organ label image."),
             mask: Optional[Path] = typer.Option(None, help="One patient: reference lesion mask."),
             subject_id: str = typer.Option("", help="One patient: ID."),
@@ -124,6 +136,7 @@ def predict(signature: Path = typer.Option(..., help="Signature folder (the stud
         if not subject_id or not center or (pet is None) == (pet_dicom is None):
             raise ValueError("one patient needs --subject-id, --center and --pet or --pet-dicom (or give --subjects)")
         row = {"subject_id": subject_id, "center": center, "pet": pet, "pet_dicom": pet_dicom, "ct": ct,
+               "ct_dicom": ct_dicom,
                "organs": organs, "mask": mask, **_pairs(covariate, "--covariate")}
         patients = pd.DataFrame([{k: (None if v is None else str(v)) for k, v in row.items()}])
         where = "command line"

@@ -286,4 +286,11 @@ def to_image(array: np.ndarray, series: DicomSeries) -> sitk.Image:
     return image
 
 
+def read_dicom_image(folder: str | Path, modality: str = "CT") -> sitk.Image:
+    """The single ``modality`` series of ``folder`` as a float32 image of physical values (HU for
+    CT: RescaleSlope and RescaleIntercept applied per slice) in the series' geometry."""
+    series = read_series(Path(folder), modality)
+    return to_image(read_pixels(series).astype(np.float32), series)
+
+
 # --- DA, TM and DT values (DICOM PS3.5 table 6.2-1) -------------------------------------------

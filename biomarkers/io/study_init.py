@@ -132,7 +132,7 @@ def _mapped_sheet(layout: StudyLayout) -> pd.DataFrame:
         raise SubjectsSheetError(f"--map names column(s) {', '.join(absent)} the sheet lacks (it has: "
                                  f"{', '.join(table.columns[:12])})", path=layout.sheet)
     table = table.rename(columns=layout.mapping)
-    needed = [c for c in REQUIRED_COLUMNS if c not in ("pet", "cohort")]
+    needed = [c for c in REQUIRED_COLUMNS if c != "cohort"]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise SubjectsSheetError(f"sheet lacks column(s) {', '.join(missing)} (it has: {', '.join(table.columns[:12])}); "

@@ -1,6 +1,7 @@
 """The subjects sheet: one row per subject with image paths, outcome and covariates."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -10,8 +11,9 @@ import pandas as pd
 
 from biomarkers.errors import InputError, SubjectsSheetError
 
-#: Columns every subjects sheet must have.
-REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "pet", "time", "event")
+#: Columns every subjects sheet must have, besides its PET: ``pet`` (an SUV image) or ``pet_dicom``
+#: (a DICOM series folder, for ``pet_source: dicom``).
+REQUIRED_COLUMNS = ("subject_id", "cohort", "center", "time", "event")
 #: What a subject ID and a cohort name may be: letters, digits, ".", "_" and "-", starting with a
 #: letter or digit. They become file names and command-line arguments of the workflow, so a
 #: space, a slash or a shell character ("$", "`", ";") in them is refused rather than escaped.
@@ -59,6 +61,8 @@ def read_subjects(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
             hint = f" (it has: {', '.join(map(str, df.columns[:12]))}{' ...' if len(df.columns) > 12 else ''}; " \
                    "rename with `biomarkers init --map OLD=NEW`)"
         raise SubjectsSheetError(f"subjects sheet lacks column(s) {', '.join(missing)}{hint}", path=path)
+    if required is REQUIRED_COLUMNS and "pet" not in df.columns and "pet_dicom" not in df.columns:
+        raise SubjectsSheetError("subjects sheet lacks column pet (SUV images) or pet_dicom (DICOM series)", path=path)
     if df["subject_id"].isna().any():
         raise SubjectsSheetError(f"empty subject_id in row {int(df['subject_id'].isna().argmax()) + 2}", path=path)
     for column in ("subject_id", "cohort"):
@@ -115,3 +119,29 @@ def check_subject_files(df: pd.DataFrame, columns: Sequence[str], path: str | Pa
                 raise SubjectsSheetError(f"no {col} file given", subject_id=sid, path=path)
             if not Path(file).exists():
                 raise InputError(f"{col} file does not exist (listed in {path})", subject_id=sid, path=file)
+
+
+def write_image_sheet(path: str | Path, out: str | Path, columns: dict[str, str]) -> pd.DataFrame:
+    """A copy of the subjects sheet ``path`` whose image columns in ``columns`` name other files
+    (``{"ct": "results/ct/{subject}.nii.gz"}``: the converted images), written as TSV to ``out``
+    with every path relative to ``out``'s folder.
+
+    Raises
+    ------
+    SubjectsSheetError
+        A pattern without ``{subject}``, or a column that is not an image column.
+    """
+    from biomarkers.io.atomic import write_tsv
+
+    sheet = read_subjects(path)
+    for column, pattern in columns.items():
+        if column not in PATH_COLUMNS or "{subject}" not in pattern:
+            raise SubjectsSheetError(f"--column {column}={pattern}: the column must be one of "
+                                     f"{', '.join(PATH_COLUMNS)} and the pattern hold {{subject}}", path=path)
+        sheet[column] = [pattern.format(subject=sid) for sid in sheet["subject_id"]]
+    folder = Path(out).resolve().parent
+    for column in PATH_COLUMNS:
+        if column in sheet.columns:
+            sheet[column] = [None if p is None else os.path.relpath(Path(p).resolve(), folder) for p in sheet[column]]
+    write_tsv(sheet, out, float_format="%.17g")
+    return sheet

@@ -20,8 +20,6 @@ import pandas as pd
 from biomarkers.errors import FeatureTableError, InputError, SubjectsSheetError
 from biomarkers.signature.export import SignatureSettings, check_signature
 
-#: Columns of a new-patient sheet besides the covariates (``pet`` or ``pet_dicom`` per patient).
-PATIENT_COLUMNS = ("subject_id", "center", "pet", "pet_dicom", "ct", "organs", "mask")
 
 
 @dataclass
@@ -51,8 +49,8 @@ class Signature:
 
 def read_patients(path: str | Path) -> pd.DataFrame:
     """A sheet of new patients (CSV or TSV): ``subject_id``, ``center``, ``pet`` (SUV image) or
-    ``pet_dicom`` (a DICOM series folder), optional ``ct``, ``organs``, ``mask``, the covariates;
-    no outcome needed."""
+    ``pet_dicom`` (a DICOM series folder), optional ``ct`` or ``ct_dicom``, ``organs``, ``mask``
+    (label image, RTSTRUCT or DICOM-SEG), the covariates; no outcome needed."""
     from biomarkers.io.subjects import read_subjects
 
     sheet = read_subjects(path, required=("subject_id", "center"))
@@ -148,8 +146,9 @@ def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> pd.DataFr
     s, sid = signature.settings, str(row["subject_id"])
     work.mkdir(parents=True, exist_ok=True)
     pet = _pet(row, s, work)
-    uses_ct = (s.lesions == "unet" or s.organs == "unet") and s.unet_ct
-    ct = _needed(row, "ct", "the U-Net reads the CT") if uses_ct else _file(row, "ct")
+    ct = _ct(row, pet, work)
+    if ct is None and (s.lesions == "unet" or s.organs == "unet") and s.unet_ct:
+        _needed(row, "ct", "the U-Net reads the CT")
     unet = SegmentSettings("unet", min_volume_ml=s.min_volume_ml, model=signature.folder / "unet.pt",
                            probability=s.unet_probability, tta=s.unet_tta)
     organs = _file(row, "organs")
@@ -165,8 +164,8 @@ def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> pd.DataFr
         lesions = work / "lesions.nii.gz"
         settings = SegmentSettings(s.method, s.threshold, s.fraction, s.min_volume_ml)
         if s.method == "reference":
-            segment_subject(pet, lesions, settings, reference=_needed(row, "mask", "segmentation: reference"),
-                            check_organs=organs, subject_id=sid)
+            segment_subject(pet, lesions, settings, reference=_mask(row, pet, work), check_organs=organs,
+                            subject_id=sid)
         else:
             if s.organs == "given":
                 organs = _needed(row, "organs", "the study excluded physiological uptake with organ masks")
@@ -176,7 +175,7 @@ def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> pd.DataFr
     if signature.state.get("autoencoder"):
         from biomarkers.deep.embed_cli import embed_to_parquet
 
-        deep_ct = _needed(row, "ct", "the deep features read the CT") if s.deep_ct else None
+        deep_ct = (ct or _needed(row, "ct", "the deep features read the CT")) if s.deep_ct else None
         more = embed_to_parquet(pet, deep_ct, lesions, sid, signature.folder / "autoencoder.pt",
                                 work / "deep.parquet", "cpu")
         table = table.merge(more.drop(columns="subject_id"), on="lesion_id", how="left", validate="one_to_one")
@@ -197,6 +196,46 @@ def _pet(row: pd.Series, s: SignatureSettings, work: Path) -> Path:
         convert_dicom_to_suv(dicom, out, s.suv_normalisation)
         return out
     return _needed(row, "pet", "the SUV image")
+
+
+def _ct(row: pd.Series, pet: Path, work: Path) -> Path | None:
+    """The patient's CT on the PET grid: the sheet's, or resampled from its DICOM series as the
+    workflow does (`biomarkers resample --interpolation linear --outside -1024`)."""
+    if _file(row, "ct") is not None:
+        return _needed(row, "ct", "the CT")
+    dicom = _file(row, "ct_dicom")
+    if dicom is None:
+        return None
+    from biomarkers.imaging.resample import resample_to
+    from biomarkers.io.dicom import read_dicom_image
+    from biomarkers.io.images import read_image, write_image
+
+    sid = str(row["subject_id"])
+    if not dicom.exists():
+        raise InputError("ct_dicom folder does not exist", sid, dicom)
+    out = work / "ct.nii.gz"
+    try:
+        moved = resample_to(read_dicom_image(dicom, "CT"), read_image(pet, sid), "linear", -1024.0)
+    except ValueError as exc:
+        raise InputError(str(exc), sid, dicom) from None
+    write_image(moved, out)
+    return out
+
+
+def _mask(row: pd.Series, pet: Path, work: Path) -> Path:
+    """The patient's reference lesion mask: a label image, or an RTSTRUCT / DICOM-SEG brought onto
+    the PET grid as the workflow does (`biomarkers mask`)."""
+    from biomarkers.io.masks import LABEL_IMAGE_SUFFIXES, read_mask
+
+    path = _needed(row, "mask", "segmentation: reference")
+    if path.name.lower().endswith(LABEL_IMAGE_SUFFIXES):
+        return path
+    from biomarkers.io.images import read_image, write_image
+
+    sid = str(row["subject_id"])
+    out = work / "mask.nii.gz"
+    write_image(read_mask(path, read_image(pet, sid), sid, reference_path=pet), out)
+    return out
 
 
 def patient_images(work: Path) -> tuple[Path, Path]:

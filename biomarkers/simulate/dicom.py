@@ -308,3 +308,57 @@ def _replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(new, target)
+
+
+def write_ct_dicom(hu: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float], out_dir: Path,
+                   subject_id: str, seed: int = 0, series_description: str = "CT WB") -> Path:
+    """Write ``hu`` (z, y, x; Hounsfield units) as a CT DICOM series, one file per slice, atomically:
+    CT Image Storage, int16 pixels with RescaleSlope 1 and RescaleIntercept -1024, axial slices on
+    the grid of ``spacing_mm`` and ``origin_mm`` ((x, y, z), mm, LPS). UIDs derive from ``seed`` and
+    ``subject_id``, so the same arguments give byte-identical files."""
+    from pydicom.uid import CTImageStorage
+
+    key = f"{seed}|{subject_id}|ct"
+    spacing, origin = [float(v) for v in spacing_mm], [float(v) for v in origin_mm]
+    stored = np.clip(np.rint(np.asarray(hu, np.float64) + 1024.0), -32768, 32767).astype("<i2")
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = _uid(key, "study"), _uid(key, "series")
+    ds.FrameOfReferenceUID = _uid(key, "frame")
+    ds.PatientName = ds.PatientID = subject_id
+    ds.PatientBirthDate, ds.PatientSex = "", "O"
+    ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime = "20240305", "102000", "20240305", "102000"
+    ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", "1"
+    ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "CT", 2, series_description
+    ds.Manufacturer, ds.PositionReferenceIndicator, ds.KVP = "biomarkers simulate", "", 120
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
+    ds.SliceThickness = _ds(spacing[2])
+    ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for k in range(stored.shape[0]):
+            sl = Dataset()
+            sl.update(ds)
+            sl.SOPInstanceUID = _uid(key, f"slice|{k}")
+            sl.InstanceNumber = k + 1
+            position = [origin[0], origin[1], origin[2] + k * spacing[2]]
+            sl.ImagePositionPatient = [_ds(v) for v in position]
+            sl.SliceLocation = _ds(position[2])
+            sl.PixelData = stored[k].tobytes()
+            sl.file_meta = FileMetaDataset()
+            sl.file_meta.MediaStorageSOPClassUID = sl.SOPClassUID
+            sl.file_meta.MediaStorageSOPInstanceUID = sl.SOPInstanceUID
+            sl.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            pydicom.dcmwrite(tmp_dir / f"CT{k + 1:04d}.dcm", sl, enforce_file_format=True)
+        _replace_folder(tmp_dir, out_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+    return out_dir

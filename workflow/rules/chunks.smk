@@ -14,6 +14,8 @@ UNET_OUTPUTS = ("lesions", "organs") if UNET["organs"] else ("lesions",)
 # measured on the demo with `python bench/stage_times.py results/demo` (one core of a 2-core machine).
 STAGE_COST = {
     "suv": (800, 5),
+    "ct": (1200, 5),
+    "masks": (800, 3),
     "segment": (800, 3),
     "segment_unet": (1500, 30),
     "features": (1000, 10),
@@ -108,6 +110,19 @@ def suv_task(subject):
     """`biomarkers suv` of one subject's DICOM series."""
     return ["suv", subjects().loc[subject, "pet_dicom"], "--out", f"{RESULTS}/suv/{subject}.nii.gz",
             "--norm", config["suv_normalisation"]]
+
+
+def ct_task(subject):
+    """`biomarkers resample` of one subject's CT DICOM series onto its PET grid (-1024 HU outside)."""
+    return ["resample", subjects().loc[subject, "ct_dicom"], "--reference", pet_image(per_subject(subject)),
+            "--out", f"{RESULTS}/ct/{subject}.nii.gz", "--interpolation", "linear", "--outside", "-1024",
+            "--modality", "CT", "--subject-id", subject]
+
+
+def mask_task(subject):
+    """`biomarkers mask` of one subject's RTSTRUCT or DICOM-SEG onto its PET grid."""
+    return ["mask", subjects().loc[subject, "mask"], "--reference", pet_image(per_subject(subject)),
+            "--out", f"{RESULTS}/masks/{subject}.nii.gz", "--subject-id", subject]
 
 
 def segment_inputs(subject):

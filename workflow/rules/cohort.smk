@@ -26,3 +26,25 @@ checkpoint simulate:
     shell:
         "biomarkers simulate --out {params.folder:q} --subjects {params.n} --centers {params.centers}"
         " --validation-centers {params.validation} --seed {params.seed} {params.dicom} --threads {threads} 2> {log:q}"
+
+
+# A copy of the sheet naming the converted images (SUV, CT, masks from DICOM), for the rules that
+# read images through a sheet (U-Net training, segmentation quality, patches, autoencoder).
+rule image_sheet:
+    input:
+        converted_images,
+        sheet=subjects_sheet_path_input,
+    output:
+        f"{RESULTS}/cohort/images.tsv",
+    params:
+        columns=image_sheet_flags,
+    log:
+        f"{RESULTS}/logs/image_sheet.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "biomarkers image-sheet --subjects {input.sheet:q} {params.columns} --out {output:q} > {log:q} 2>&1"

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 
 from biomarkers.errors import BiomarkerError
 from biomarkers.features.params import resolve_params
+from biomarkers.io.masks import LABEL_IMAGE_SUFFIXES
 from biomarkers.io.subjects import check_subject_files, read_subjects
 from biomarkers.survival.hyperparameters import hyperparameters
 
@@ -145,6 +146,7 @@ def subjects():
                 raise WorkflowError(f"{path}: training_cohort {TRAIN!r} names no cohort of the sheet "
                                     f"(cohorts: {', '.join(cohorts)})")
             needed += ["organs"] if organs and config["segmentation"]["exclude_organs"] else []
+            needed += ["ct_dicom"] if "ct_dicom" in sheet.columns and "ct" not in sheet.columns else []
             check_subject_files(sheet, needed, path)
         except BiomarkerError as exc:
             raise WorkflowError(str(exc)) from None
@@ -184,7 +186,7 @@ def reference_input(wildcards):
     """The subject's expert lesion mask, when it is the segmentation."""
     if config["segmentation"]["method"] != "reference":
         return {}
-    return {"reference": subjects().loc[wildcards.subject, "mask"]}
+    return {"reference": mask_image(wildcards.subject)}
 
 
 def cohort_lesion_tables(wildcards):
@@ -244,7 +246,7 @@ def training_lesion_masks(wildcards):
 
 def deep_ct_input(wildcards):
     """The subject's CT, when the autoencoder uses it."""
-    return {"ct": subjects().loc[wildcards.subject, "ct"]} if DEEP["use_ct"] else {}
+    return {"ct": ct_image(wildcards.subject)} if DEEP["use_ct"] else {}
 
 
 def cohorts():
@@ -417,6 +419,46 @@ if not SIMULATED:
     subjects()
 # Whether the sheet has organ masks (a simulated cohort always has): organ Dice needs them.
 SHEET_ORGANS = SIMULATED or "organs" in subjects().columns
+# A sheet's CT as DICOM series (column ct_dicom) and reference masks as RTSTRUCT or DICOM-SEG are
+# brought onto the PET grid once per subject (`biomarkers resample`, `biomarkers mask`).
+CT_DICOM = not SIMULATED and "ct_dicom" in subjects().columns and "ct" not in subjects().columns
+MASK_DICOM = not SIMULATED and "mask" in subjects().columns and any(
+    isinstance(p, str) and not p.lower().endswith(LABEL_IMAGE_SUFFIXES) for p in subjects()["mask"]
+)
+# Whether the rules that read images through a sheet need one with the converted files.
+CONVERTED = config["pet_source"] == "dicom" or CT_DICOM or MASK_DICOM
+
+
+def ct_image(subject):
+    """The subject's CT on the PET grid: the sheet's, or resampled from its DICOM series."""
+    return f"{RESULTS}/ct/{subject}.nii.gz" if CT_DICOM else subjects().loc[subject, "ct"]
+
+
+def mask_image(subject):
+    """The subject's reference lesion mask: the sheet's label image, or converted from DICOM."""
+    return f"{RESULTS}/masks/{subject}.nii.gz" if MASK_DICOM else subjects().loc[subject, "mask"]
+
+
+def image_sheet_input(wildcards):
+    """The sheet the rules reading images through a sheet get: the subjects sheet, or (when any
+    image is converted: SUV, CT or mask from DICOM) a copy naming the converted files."""
+    return f"{RESULTS}/cohort/images.tsv" if CONVERTED else subjects_sheet_path()
+
+
+def converted_images(wildcards):
+    """Every converted image of every subject (the inputs of the image sheet)."""
+    ids = planned_ids()
+    files = [f"{RESULTS}/suv/{s}.nii.gz" for s in ids] if config["pet_source"] == "dicom" else []
+    files += [f"{RESULTS}/ct/{s}.nii.gz" for s in ids] if CT_DICOM else []
+    return files + ([f"{RESULTS}/masks/{s}.nii.gz" for s in ids] if MASK_DICOM else [])
+
+
+def image_sheet_flags(wildcards):
+    """`--column NAME=PATTERN` for every converted image column."""
+    columns = {"pet": config["pet_source"] == "dicom", "ct": CT_DICOM, "mask": MASK_DICOM}
+    folders = {"pet": "suv", "ct": "ct", "mask": "masks"}
+    pairs = [f"{name}={RESULTS}/{folders[name]}/{{subject}}.nii.gz" for name, wanted in columns.items() if wanted]
+    return " ".join(f"--column {shlex.quote(pair)}" for pair in pairs)
 
 
 def compare_flags(wildcards):
@@ -471,7 +513,7 @@ def without_organs_flag(wildcards):
 
 def unet_ct_input(wildcards):
     """The subject's CT, when the U-Net uses it."""
-    return {"ct": subjects().loc[wildcards.subject, "ct"]} if UNET["use_ct"] else {}
+    return {"ct": ct_image(wildcards.subject)} if UNET["use_ct"] else {}
 
 
 def dicom_flag(wildcards):

@@ -33,7 +33,7 @@ for stage, masks, tables in [("features", "segmentation", "lesions"), ("features
 
 rule train_autoencoder:
     input:
-        sheet=subjects_sheet_path_input,
+        sheet=image_sheet_input,
         masks=training_lesion_masks,
     output:
         f"{RESULTS}/models/autoencoder.pt",

@@ -26,6 +26,35 @@ if config["pet_source"] == "dicom":
                 "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
 
 
+# CT DICOM series and RTSTRUCT / DICOM-SEG masks onto the PET grid (when the sheet has them).
+for stage, wanted, column, folder, task in [("ct", CT_DICOM, "ct_dicom", "ct", ct_task),
+                                            ("masks", MASK_DICOM, "mask", "masks", mask_task)]:
+    if not wanted:
+        continue
+    for index, (label, ids) in enumerate(chunks()):
+
+        rule:
+            name:
+                chunk_rule_name(stage, index)
+            input:
+                chunk_inputs(lambda s, column=column: [subjects().loc[s, column], pet_image(per_subject(s))], ids),
+            output:
+                [f"{RESULTS}/{folder}/{s}.nii.gz" for s in ids],
+            params:
+                tasks=chunk_tasks(task, ids),
+            log:
+                f"{RESULTS}/logs/{stage}/{label}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/{stage}/{label}.tsv"
+            threads: 1
+            resources:
+                **chunk_resources(stage, len(ids)),
+            conda:
+                ENV
+            shell:
+                "biomarkers batch --tasks {params.tasks:q} > {log:q} 2>&1"
+
+
 for index, (label, ids) in enumerate(chunks()):
 
     rule:
@@ -52,7 +81,7 @@ for index, (label, ids) in enumerate(chunks()):
 
 rule train_unet:
     input:
-        sheet=subjects_sheet_path_input,
+        sheet=image_sheet_input,
     output:
         f"{RESULTS}/models/unet.pt",
     params:
@@ -120,7 +149,7 @@ rule segmentation_quality:
     input:
         unet_masks,
         unet_organ_masks,
-        sheet=subjects_sheet_path_input,
+        sheet=image_sheet_input,
     output:
         cases=f"{RESULTS}/segmentation_quality/{{cohort}}_cases.tsv",
         organs=(

@@ -5,7 +5,7 @@
 rule lesion_patches:
     input:
         masks=cohort_lesion_masks,
-        sheet=subjects_sheet_path_input,
+        sheet=image_sheet_input,
     output:
         f"{RESULTS}/patches/{{cohort}}.npz",
     params:
