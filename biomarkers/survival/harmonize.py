@@ -162,7 +162,7 @@ class ComBat:
         for lev, est in self.batch_estimates(z, labels).items():
             rows = labels == lev
             out[rows] = (z[rows] - est["gamma_star"]) / np.sqrt(est["delta_star"])
-        out = out * np.sqrt(self.var_pooled_) + self.grand_mean_ + cov @ self.covariate_coef_
+        out = out * np.sqrt(self.var_pooled_) + self.grand_mean_ + _rows_times(cov, self.covariate_coef_)
         return pd.DataFrame(out, index=x.index, columns=self.features_)
 
     def fit_transform(self, x: pd.DataFrame, batch: Sequence[Any],
@@ -224,7 +224,7 @@ class ComBat:
 
     # --------------------------------------------------------------- internals
     def _standardise(self, values: np.ndarray, cov: np.ndarray) -> np.ndarray:
-        return (values - self.grand_mean_ - cov @ self.covariate_coef_) / np.sqrt(self.var_pooled_)
+        return (values - self.grand_mean_ - _rows_times(cov, self.covariate_coef_)) / np.sqrt(self.var_pooled_)
 
     def _estimate(self, z: np.ndarray, priors: dict[str, Any] | None) -> dict[str, Any]:
         """One centre's location/scale estimates from its standardised rows ``z``."""
@@ -295,6 +295,14 @@ class ComBat:
         model.batches_ = {str(lev): dict(est) for lev, est in state["batches_"].items()}
         model.pooled_priors_ = dict(state["pooled_priors_"])
         return model
+
+
+def _rows_times(cov: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``cov @ coef`` row by row, so that a subject harmonised alone gets the same floats as in a cohort."""
+    out = np.empty((cov.shape[0], coef.shape[1]))
+    for i, row in enumerate(np.ascontiguousarray(cov)):
+        out[i] = row @ coef
+    return out
 
 
 def _postmean(g_hat: np.ndarray, g_bar: float, n: float, d_star: np.ndarray | float, t2: float) -> np.ndarray:

@@ -84,18 +84,26 @@ class SurvivalModel:
         raise NotImplementedError
 
 
+def linear_predictor(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``x @ coef``, row by row: each patient's value is the same float whether they are scored
+    alone or in a cohort (a BLAS matrix-vector product may round differently by the number of
+    rows), so a signature scoring one new patient gives the study's number to the last bit."""
+    x = np.ascontiguousarray(x, dtype=np.float64)  # a strided row takes another BLAS path
+    return np.fromiter((np.dot(row, coef) for row in x), dtype=np.float64, count=len(x))
+
+
 class LinearCox(SurvivalModel):
     """Shared part of ``coxph`` and ``coxnet``: coefficients and a Breslow baseline."""
 
     def _set(self, coef: np.ndarray, x: np.ndarray, time: np.ndarray, event: np.ndarray) -> None:
         self.coef_ = np.asarray(coef, dtype=np.float64)
-        self.baseline_time_, self.baseline_cumhaz_ = breslow_baseline(time, event, x @ self.coef_)
+        self.baseline_time_, self.baseline_cumhaz_ = breslow_baseline(time, event, linear_predictor(x, self.coef_))
 
     def risk_samples(self, x: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
-        return (x @ self.coef_)[None]
+        return linear_predictor(x, self.coef_)[None]
 
     def survival_samples(self, x: np.ndarray, times: np.ndarray, seed: int = 0, **inputs: Any) -> np.ndarray:
-        return breslow_survival(self.baseline_time_, self.baseline_cumhaz_, times, x @ self.coef_)[None]
+        return breslow_survival(self.baseline_time_, self.baseline_cumhaz_, times, linear_predictor(x, self.coef_))[None]
 
     def state(self, folder: Path) -> dict:
         return {"coef": self.coef_.tolist(), "baseline_time": self.baseline_time_.tolist(),

@@ -210,3 +210,22 @@ def test_input_errors():
         model.transform(x.drop(columns="f01"), labels, age)
     with pytest.raises(FeatureTableError, match="covariate"):
         model.transform(x, labels)
+
+
+def test_reference_centre_estimates_harmonise_a_patient_alone_as_in_its_cohort():
+    # A signature keeps the validation centre's estimates (made from the whole cohort); a single new
+    # patient of that centre is then harmonised to exactly the floats the cohort's transform gave.
+    x, labels, age, _ = synthetic()
+    train = labels != "c3"
+    model = ComBat().fit(x[train], labels[train], age[train])
+    cohort = x[~train].reset_index(drop=True)
+    batch, cov = labels[~train], age[~train].reset_index(drop=True)
+    together = model.transform(cohort, batch, cov)
+    estimates = model.new_centre_estimates(cohort, batch, cov)
+    assert list(estimates) == ["c3"] and estimates["c3"]["n"] == len(cohort)
+    reference = ComBat.from_dict(json.loads(json.dumps(model.with_centres(estimates).to_dict())))
+    alone = pd.concat([reference.transform(cohort.iloc[[i]], batch[[i]], cov.iloc[[i]]) for i in range(len(cohort))])
+    np.testing.assert_array_equal(alone.to_numpy(), together.to_numpy())
+    assert "c3" not in model.batches_  # the fitted model is not changed
+    with pytest.raises(ValueError, match="centre\\(s\\) c0 were in the training cohort"):
+        model.with_centres({"c0": estimates["c3"]})

@@ -215,3 +215,17 @@ def test_hyperparameters_are_checked():
         hyperparameters("coxnet", {"one_se": "maybe"})
     with pytest.raises(ValueError, match="unknown model 'svm'"):
         hyperparameters("svm")
+
+
+def test_linear_risk_of_a_patient_alone_is_its_risk_in_a_cohort():
+    # Column-major design matrices (what DataFrame.to_numpy gives) and a lone row used to take
+    # different BLAS paths and differ in the last bit; a signature scores single patients.
+    from biomarkers.survival.models import linear_predictor
+
+    rng = np.random.default_rng(3)
+    x = np.asfortranarray(rng.normal(size=(40, 13)))
+    coef = rng.normal(size=13)
+    together = linear_predictor(x, coef)
+    alone = np.array([linear_predictor(x[[i]], coef)[0] for i in range(len(x))])
+    np.testing.assert_array_equal(alone, together)
+    np.testing.assert_allclose(together, x @ coef, rtol=1e-13)
