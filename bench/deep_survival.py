@@ -100,8 +100,8 @@ def bench_mc_dropout(patients: int, samples: int, seed: int) -> None:
         diff = max(np.abs(mean - risk.mean(axis=0)).max(), np.abs(sd - risk.std(axis=0, ddof=1)).max())
 
         # the same split into mask drawing and forward passes
-        masks, _ = draw_masks(seed, n, samples, model.hidden, model.dropout)
-        draw = _best_of(lambda: draw_masks(seed, n, samples, model.hidden, model.dropout))
+        masks = draw_masks(seed, z, samples, model.hidden, model.dropout)
+        draw = _best_of(lambda: draw_masks(seed, z, samples, model.hidden, model.dropout))
         xt = torch.as_tensor(z, dtype=torch.float32)
         step = max(1, 2**14 // samples)
         fwd_batched = _best_of(lambda: [mc_forward_batched(net, xt[i:i + step], [m[i:i + step] for m in masks])

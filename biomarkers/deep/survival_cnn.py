@@ -235,7 +235,7 @@ def risk_samples(net: LesionBagCox, bags: Sequence[np.ndarray], clinical: np.nda
     with torch.no_grad():
         if mc_samples <= 0 or net.dropout == 0.0:
             return net.head(z).cpu().numpy().astype(np.float64)[None, :, 0]
-        masks, _ = draw_masks(seed, len(z), mc_samples, [net.hidden], net.dropout)
+        masks = draw_masks(seed, z, mc_samples, [net.hidden], net.dropout)
         out = mc_forward_batched(net.head, z, [m.to(z.device) for m in masks])
     return out[:, :, 0].cpu().numpy().astype(np.float64)
 

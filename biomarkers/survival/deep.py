@@ -35,9 +35,10 @@ MC dropout (Gal & Ghahramani 2016, ICML): with ``mc_samples = T > 0`` the networ
 runs in eval mode (batch-norm uses running statistics) but every hidden layer's output
 is multiplied by a Bernoulli keep-mask; the T passes are one batched forward pass per
 chunk of patients, each patient's row repeated T times. Masks are drawn on the CPU (also
-when scoring on CUDA) from seeded per-layer streams in patient order, so they depend on
-``seed`` but not on the chunk size ``batch_size``: the same
-call gives identical numbers, and another chunk size or the Python-loop reference
+when scoring on CUDA), each patient's from streams seeded by ``seed`` and the patient's input
+row (:func:`biomarkers.survival.deep_train.draw_masks`), so they depend neither on the chunk
+size ``batch_size`` nor on the other patients scored with it: the same
+call gives identical numbers, and another chunk size, another batch of patients or the Python-loop reference
 (:func:`_mc_outputs_loop`) the same numbers up to float32 rounding (matrix products of
 other shapes round differently in the last bit). On the CPU, drawing the masks costs more
 than the forward passes; batching saves the per-pass overhead, which matters for cohorts
@@ -253,13 +254,12 @@ class DeepSurvivalModel:
         if mc_samples < 0 or mc_samples == 1:
             raise ValueError(f"mc_samples must be 0 or at least 2, got {mc_samples}")
         step = batch_size or max(1, _PREDICT_ROWS[self.device_.type] // max(mc_samples, 1))
-        generators = None
         self.net_.eval()
         for start in range(0, len(x), step):
             rows = slice(start, min(start + step, len(x)))
             xb = torch.as_tensor(x[rows], dtype=torch.float32, device=self.device_)
             if mc_samples:
-                masks, generators = draw_masks(seed, len(xb), mc_samples, self.hidden, self.dropout, generators)
+                masks = draw_masks(seed, x[rows], mc_samples, self.hidden, self.dropout)
                 out = mc_forward_batched(self.net_, xb, [m.to(self.device_) for m in masks])
             else:
                 with torch.no_grad():
@@ -414,7 +414,7 @@ def _pmf_survival(phi: np.ndarray) -> np.ndarray:
 def _mc_outputs_loop(model: DeepSurvivalModel, x: np.ndarray, mc_samples: int, seed: int) -> np.ndarray:
     """Reference MC dropout with T separate forward passes (tests and benchmarks only)."""
     x = model._check_x(x)
-    masks, _ = draw_masks(seed, len(x), mc_samples, model.hidden, model.dropout)
+    masks = draw_masks(seed, x, mc_samples, model.hidden, model.dropout)
     xt = torch.as_tensor(x, dtype=torch.float32, device=model.device_)
     out = mc_forward_loop(model.net_, xt, [m.to(model.device_) for m in masks])
     return out.cpu().numpy().astype(np.float64)

@@ -5,10 +5,12 @@ only for its losses and label transforms, in ``deep.py``. Everything stochastic 
 weight initialisation and training dropout from ``torch.manual_seed`` inside a forked RNG
 (the caller's global RNG state is left untouched), batch order from a local
 ``torch.Generator``, the validation split from a numpy ``Generator`` and MC-dropout masks
-from per-layer ``torch.Generator`` streams (:func:`draw_masks`).
+from per-patient, per-layer ``torch.Generator`` streams keyed by the patient's inputs
+(:func:`draw_masks`).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,21 +55,29 @@ class MLP(nn.Module):
         return self.out(x)
 
 
-def draw_masks(seed: int, n_rows: int, n_samples: int, widths: Sequence[int], p: float,
-               generators: list[torch.Generator] | None = None) -> tuple[list[torch.Tensor], list[torch.Generator]]:
-    """Scaled keep-masks for ``n_samples`` dropout passes over ``n_rows`` patients.
+def draw_masks(seed: int, rows: np.ndarray, n_samples: int, widths: Sequence[int],
+               p: float) -> list[torch.Tensor]:
+    """Scaled keep-masks for ``n_samples`` dropout passes over the patients whose network inputs
+    are ``rows`` (one row per patient).
 
-    Each mask has shape (rows, T, width) and holds 0 (dropped) or ``1 / (1 - p)`` (kept,
-    inverted-dropout scaling as in ``F.dropout``). Layer ``l`` draws from its own CPU
-    generator seeded ``seed * 1000 + l`` in patient-major order, so drawing the masks of
-    patients 0..n in chunks (pass the returned generators back in) gives the same masks
-    as one draw: the masks do not depend on the chunk size.
+    Each mask has shape (patients, T, width) and holds 0 (dropped) or ``1 / (1 - p)`` (kept,
+    inverted-dropout scaling as in ``F.dropout``). A patient's masks of layer ``l`` come from a
+    CPU generator seeded by ``seed``, ``l`` and the SHA-256 of the patient's input row, so that
+    they depend on nothing else: not on the other patients of the batch, not on the patient's
+    position in it, not on how the batch is chunked. A patient scored alone (a new patient
+    through a frozen signature) gets the masks, and so the MC-dropout samples, the cohort gave.
     """
-    if generators is None:
-        generators = [torch.Generator().manual_seed(int(seed) * 1000 + i) for i in range(len(widths))]
-    masks = [torch.rand(n_rows, n_samples, w, generator=g).ge_(p).mul_(1.0 / (1.0 - p))
-             for w, g in zip(widths, generators)]  # in place: one buffer per layer
-    return masks, generators
+    keyed = np.ascontiguousarray(torch.as_tensor(rows).detach().cpu().numpy(), dtype=np.float64)
+    masks = [torch.empty(len(keyed), n_samples, w) for w in widths]
+    for i, row in enumerate(keyed):
+        digest = hashlib.sha256(row.tobytes()).digest()
+        for layer, mask in enumerate(masks):
+            key = hashlib.sha256(digest + f"|{int(seed)}|{layer}".encode()).digest()
+            generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
+            torch.rand(mask.shape[1:], generator=generator, out=mask[i])
+    for mask in masks:  # in place: one buffer per layer
+        mask.ge_(p).mul_(1.0 / (1.0 - p))
+    return masks
 
 
 def resolve_device(name: str) -> torch.device:
