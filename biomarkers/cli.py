@@ -11,6 +11,8 @@ from typing import Callable, List, Optional
 
 import typer
 
+from biomarkers.cli_args import key_values as _key_values
+from biomarkers.cli_args import split_list as _split
 from biomarkers.errors import BiomarkerError, FeatureTableError, InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,10 +31,6 @@ def user_errors(func: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _torch_threads(threads: int) -> None:
@@ -482,16 +480,6 @@ def _read_bags(path: Optional[Path]):
     from biomarkers.deep.lesion_bags import read_bags
 
     return read_bags(path)
-
-
-def _key_values(items: List[str], flag: str = "--set") -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 @app.command()

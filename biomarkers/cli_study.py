@@ -9,19 +9,8 @@ from typing import List, Optional
 
 import typer
 
-
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _pairs(items: List[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
-        out[name.strip()] = value.strip()
-    return out
+from biomarkers.cli_args import key_values as _pairs
+from biomarkers.cli_args import split_list as _split
 
 
 def init(sheet: Path = typer.Option(..., help="Clinical sheet (CSV or TSV), one row per patient."),

@@ -287,16 +287,21 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
                     dose_bq * np.exp(-decay_rate * uptake_s) * COUNTS_PER_BQML)))
             sl.PixelData = stored.tobytes()
             _apply(sl, item, omit, overrides or {})
-            sl.file_meta = FileMetaDataset()
-            sl.file_meta.MediaStorageSOPClassUID = sl.SOPClassUID
-            sl.file_meta.MediaStorageSOPInstanceUID = sl.SOPInstanceUID
-            sl.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            pydicom.dcmwrite(tmp_dir / f"PT{k + 1:04d}.dcm", sl, enforce_file_format=True)
+            _save_slice(sl, tmp_dir / f"PT{k + 1:04d}.dcm")
         _replace_folder(tmp_dir, out_dir)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)
     return out_dir
+
+
+def _save_slice(sl: Dataset, path: Path) -> None:
+    """Write one slice with its file meta information (explicit VR little endian)."""
+    sl.file_meta = FileMetaDataset()
+    sl.file_meta.MediaStorageSOPClassUID = sl.SOPClassUID
+    sl.file_meta.MediaStorageSOPInstanceUID = sl.SOPInstanceUID
+    sl.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    pydicom.dcmwrite(path, sl, enforce_file_format=True)
 
 
 def _replace_folder(new: Path, target: Path) -> None:
@@ -352,11 +357,7 @@ def write_ct_dicom(hu: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seque
             sl.ImagePositionPatient = [_ds(v) for v in position]
             sl.SliceLocation = _ds(position[2])
             sl.PixelData = stored[k].tobytes()
-            sl.file_meta = FileMetaDataset()
-            sl.file_meta.MediaStorageSOPClassUID = sl.SOPClassUID
-            sl.file_meta.MediaStorageSOPInstanceUID = sl.SOPInstanceUID
-            sl.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            pydicom.dcmwrite(tmp_dir / f"CT{k + 1:04d}.dcm", sl, enforce_file_format=True)
+            _save_slice(sl, tmp_dir / f"CT{k + 1:04d}.dcm")
         _replace_folder(tmp_dir, out_dir)
     finally:
         if tmp_dir.exists():
