@@ -43,6 +43,11 @@ def init(sheet: Path = typer.Option(..., help="Clinical sheet (CSV or TSV), one 
     layout = StudyLayout(sheet, out, parse_mapping(map), patterns, root, _split(validation_centers),
                          training_cohort, _split(covariates), cats, results)
     sheet_path, config_path = init_study(layout, force)
+    import pandas as pd
+
+    counts = pd.read_csv(sheet_path, sep="\t", dtype=str)["cohort"].value_counts().sort_index()
+    typer.echo(f"{sum(counts)} patients ({', '.join(f'{c}: {n}' for c, n in counts.items())})"
+               + ("" if organs else "; no organ masks, so segmentation.exclude_organs is false"))
     typer.echo(f"wrote {sheet_path} and {config_path}; run the study from the repository: "
                f"snakemake --cores 2 --configfile {config_path.resolve()}")
 
@@ -130,6 +135,10 @@ def predict(signature: Path = typer.Option(..., help="Signature folder (the stud
         patients = pd.DataFrame([{k: (None if v is None else str(v)) for k, v in row.items()}])
         where = "command line"
     sig = Signature.load(signature, expect_sha256)
+    changed = sig.version_differences()
+    if changed:
+        typer.echo(f"biomarkers predict: warning: libraries differ from the signature's ({'; '.join(changed)}); "
+                   "features and scores may differ from the study's", err=True)
     scores, bundle = predict_patients(sig, patients, out / "work", where)
     write_scores(scores, out / "predictions.parquet", bundle)
     write_tsv(scores, out / "predictions.tsv", float_format="%.17g")

@@ -36,6 +36,15 @@ class Signature:
         state, digest = check_signature(folder, expect_sha256)
         return cls(Path(folder), state, digest, SignatureSettings(**state["settings"]).check())
 
+    def version_differences(self) -> list[str]:
+        """``package signature-version -> installed-version`` for every library that differs from
+        the one the signature was exported with (features or scores may then differ)."""
+        from biomarkers.survival.bundle import library_versions
+
+        now = library_versions()
+        return [f"{pkg} {was} -> {now.get(pkg, 'not installed')}" for pkg, was in sorted(self.state["versions"].items())
+                if now.get(pkg) != was]
+
     def bundle(self):
         """The frozen model, its ComBat extended by the harmonisation reference."""
         from biomarkers.survival.bundle import load_bundle
