@@ -93,6 +93,9 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     organs = pd.read_csv(tiny_run / "segmentation_quality" / "validation_organ_dice.tsv", sep="\t")
     assert list(organs["method"]) == ["unet"] and organs[["brain", "liver", "kidneys", "bladder", "heart"]].notna().all(axis=None)
     assert (tiny_run / "report" / "segmentation_quality_validation.png").is_file()
+    signature = json.loads((tiny_run / "signature" / "signature.json").read_text())  # the primary model, frozen
+    assert signature["model"] == "coxph" and list(signature["harmonisation_reference"]) == ["C3"]
+    assert signature["autoencoder"] is None  # coxph reads no deep feature
 
 
 @pytest.mark.slow

@@ -578,7 +578,8 @@ def signature_inputs(wildcards):
 
 def signature_table_flags(wildcards, input):
     """`--cohort-table` for every other cohort, `--unet`/`--autoencoder` for the networks."""
-    flags = [f"--cohort-table {shlex.quote(path)}" for path in input.tables]
+    tables = input.tables if "tables" in input.keys() else []  # absent while a checkpoint is pending
+    flags = [f"--cohort-table {shlex.quote(path)}" for path in tables]
     for name in ("unet", "autoencoder"):
         if name in input.keys():
             flags.append(f"--{name} {shlex.quote(input[name])}")
