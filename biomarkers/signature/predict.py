@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from biomarkers.errors import FeatureTableError, InputError, SubjectsSheetError
+from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.signature.export import SignatureSettings, check_signature
 
 
