@@ -116,8 +116,7 @@ def predict(signature: Path = typer.Option(..., help="Signature folder (the stud
     import pandas as pd
 
     from biomarkers.io.atomic import write_tsv
-    from biomarkers.signature.predict import (Signature, patient_images, predict_patients, read_patients,
-                                              stratification_table)
+    from biomarkers.signature.predict import Signature, predict_patients, read_patients, stratification_table
     from biomarkers.survival.bundle import write_scores
 
     if summary not in ("png", "pdf", "none"):
@@ -139,7 +138,7 @@ def predict(signature: Path = typer.Option(..., help="Signature folder (the stud
     if changed:
         typer.echo(f"biomarkers predict: warning: libraries differ from the signature's ({'; '.join(changed)}); "
                    "features and scores may differ from the study's", err=True)
-    scores, bundle = predict_patients(sig, patients, out / "work", where)
+    scores, bundle, images = predict_patients(sig, patients, out / "work", where)
     write_scores(scores, out / "predictions.parquet", bundle)
     write_tsv(scores, out / "predictions.tsv", float_format="%.17g")
     write_tsv(stratification_table(scores, sig.sha256), out / "stratification.tsv", float_format="%.17g")
@@ -147,7 +146,7 @@ def predict(signature: Path = typer.Option(..., help="Signature folder (the stud
         from biomarkers.report.patient_summary import patient_summary
 
         for record in scores.to_dict("records"):
-            image, lesions = patient_images(out / "work" / str(record["subject_id"]))
+            image, lesions = images[str(record["subject_id"])]
             patient_summary(image, lesions, record, sig.state["training_risk"], bundle.risk_cutoff,
                             out / "summaries" / f"{record['subject_id']}.{summary}", bundle.model, sig.sha256)
     groups = scores["risk_group"].value_counts().to_dict()

@@ -26,9 +26,7 @@ by the same loaders the study uses, and no file is unpickled.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +34,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from biomarkers.errors import ModelBundleError
-from biomarkers.io.atomic import read_parquet_metadata
+from biomarkers.io.atomic import atomic_folder, read_parquet_metadata
 from biomarkers.io.provenance import sha256_file
 
 SIGNATURE_FORMAT = 1
@@ -122,13 +120,11 @@ def export_signature(out: str | Path, model_dir: str | Path, settings: Signature
         found = bundle.preprocessor.new_centre_estimates(table, table[CENTER].astype(str).to_numpy())
         for centre, est in found.items():
             reference.setdefault(centre, {**est, "cohort": cohort})
-    scores = pd.read_parquet(training_scores)
-    if scores.attrs.get("bundle_sha256", bundle.sha256) != bundle.sha256:
-        raise ModelBundleError(f"{training_scores}: scores of another model bundle")
+    if read_parquet_metadata(training_scores).get("bundle_sha256") != bundle.sha256:
+        raise ModelBundleError(f"{training_scores}: not the scores of the model {model_dir}")
+    scores = pd.read_parquet(training_scores, columns=["risk"])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         shutil.copytree(model_dir, tmp / "model")
         shutil.copyfile(radiomics_params, tmp / "radiomics.yaml")
         if needs_unet:
@@ -150,12 +146,6 @@ def export_signature(out: str | Path, model_dir: str | Path, settings: Signature
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"signature_format": SIGNATURE_FORMAT, "files": files}, indent=2,
                                                sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return sha256_file(out / MANIFEST)
 
 

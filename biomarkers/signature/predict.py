@@ -21,7 +21,6 @@ from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.signature.export import SignatureSettings, check_signature
 
 
-
 @dataclass
 class Signature:
     """A checked signature folder, loaded."""
@@ -69,10 +68,11 @@ def read_patients(path: str | Path) -> pd.DataFrame:
 
 
 def predict_patients(signature: Signature, patients: pd.DataFrame, work: str | Path,
-                     sheet_path: str = "patients", progress: bool = True) -> tuple[pd.DataFrame, Any]:
+                     sheet_path: str = "patients",
+                     progress: bool = True) -> tuple[pd.DataFrame, Any, dict[str, tuple[Path, Path]]]:
     """Scores of every patient (``score``'s layout, plus ``center``, ``lesion_count``,
-    ``total_mtv_ml`` and ``risk_percentile`` against the training cohort) and the model bundle;
-    per-patient files in ``work``.
+    ``total_mtv_ml`` and ``risk_percentile`` against the training cohort), the model bundle, and
+    each patient's SUV image and lesion mask by subject ID; per-patient files in ``work``.
 
     Raises
     ------
@@ -86,11 +86,13 @@ def predict_patients(signature: Signature, patients: pd.DataFrame, work: str | P
     from biomarkers.survival.bundle import score_table
 
     bundle = signature.bundle()
-    _check_centres(bundle, patients, signature, sheet_path)
+    _check_centres(bundle, patients, sheet_path)
     work = Path(work)
-    frames = []
+    frames, images = [], {}
     for _, row in tqdm(list(patients.iterrows()), desc="predict", unit="patient", disable=None if progress else True):
-        frames.append(_lesion_table(signature, row, work / str(row["subject_id"])))
+        sid = str(row["subject_id"])
+        table, images[sid] = _lesion_table(signature, row, work / sid)
+        frames.append(table)
     lesions = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
     s = signature.settings
     table = feature_table(patients, lesions, s.covariates, s.categorical, sheet_path, s.texture)
@@ -103,7 +105,7 @@ def predict_patients(signature: Signature, patients: pd.DataFrame, work: str | P
     scores["lesion_count"] = table["lesion_count"].to_numpy()
     scores["total_mtv_ml"] = table["total_mtv_ml"].to_numpy()
     scores["risk_percentile"] = [100.0 * np.mean(training < r) for r in scores["risk"]]
-    return scores, bundle
+    return scores, bundle, images
 
 
 def stratification_table(scores: pd.DataFrame, signature_sha256: str) -> pd.DataFrame:
@@ -115,7 +117,7 @@ def stratification_table(scores: pd.DataFrame, signature_sha256: str) -> pd.Data
                          "risk": scores["risk"], "signature_sha256": signature_sha256})
 
 
-def _check_centres(bundle, patients: pd.DataFrame, signature: Signature, sheet_path: str) -> None:
+def _check_centres(bundle, patients: pd.DataFrame, sheet_path: str) -> None:
     """A centre neither in training nor in the harmonisation reference must bring enough patients."""
     combat = bundle.preprocessor.combat_
     if combat is None:
@@ -146,8 +148,9 @@ def _needed(row: pd.Series, column: str, why: str) -> Path:
     return path
 
 
-def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> pd.DataFrame:
-    """One patient's lesion rows (PET metrics, texture, deep features when the model reads them)."""
+def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> tuple[pd.DataFrame, tuple[Path, Path]]:
+    """One patient's lesion rows (PET metrics, texture, deep features when the model reads them),
+    and the SUV image and lesion mask they come from."""
     from biomarkers.features.lesions import lesion_features
     from biomarkers.io.atomic import write_parquet
     from biomarkers.segment.run import SegmentSettings, segment_subject
@@ -188,8 +191,7 @@ def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> pd.DataFr
         more = embed_to_parquet(pet, deep_ct, lesions, sid, signature.folder / "autoencoder.pt",
                                 work / "deep.parquet", "cpu")
         table = table.merge(more.drop(columns="subject_id"), on="lesion_id", how="left", validate="one_to_one")
-    (work / "pet.txt").write_text(f"{pet}\n{lesions}\n")
-    return table
+    return table, (pet, lesions)
 
 
 def _pet(row: pd.Series, s: SignatureSettings, work: Path) -> Path:
@@ -245,9 +247,3 @@ def _mask(row: pd.Series, pet: Path, work: Path) -> Path:
     out = work / "mask.nii.gz"
     write_image(read_mask(path, read_image(pet, sid), sid, reference_path=pet), out)
     return out
-
-
-def patient_images(work: Path) -> tuple[Path, Path]:
-    """The SUV image and lesion mask :func:`predict_patients` used for one patient."""
-    pet, lesions = (work / "pet.txt").read_text().splitlines()[:2]
-    return Path(pet), Path(lesions)

@@ -14,9 +14,6 @@ midnight crossing, time-zone offsets and missing or altered tags. The same argum
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +25,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
+
+from biomarkers.io.atomic import atomic_folder
 
 #: F-18 half-life in seconds (109.77 min; NNDC/DDEP recommended data).
 F18_HALF_LIFE_S = 6586.2
@@ -254,9 +253,7 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
 
     decay_rate = np.log(2.0) / half_life_s
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp_dir:
         for k in range(suv.shape[0]):
             bed_offset_s = (k // slices_per_bed) * frame_duration_s
             acquired = series_datetime + timedelta(seconds=bed_offset_s)
@@ -288,10 +285,6 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
             sl.PixelData = stored.tobytes()
             _apply(sl, item, omit, overrides or {})
             _save_slice(sl, tmp_dir / f"PT{k + 1:04d}.dcm")
-        _replace_folder(tmp_dir, out_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
     return out_dir
 
 
@@ -302,17 +295,6 @@ def _save_slice(sl: Dataset, path: Path) -> None:
     sl.file_meta.MediaStorageSOPInstanceUID = sl.SOPInstanceUID
     sl.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     pydicom.dcmwrite(path, sl, enforce_file_format=True)
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move the complete folder ``new`` onto ``target``, removing an older ``target``."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(new, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(new, target)
 
 
 def write_ct_dicom(hu: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float], out_dir: Path,
@@ -345,9 +327,7 @@ def write_ct_dicom(hu: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seque
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp_dir:
         for k in range(stored.shape[0]):
             sl = Dataset()
             sl.update(ds)
@@ -358,8 +338,4 @@ def write_ct_dicom(hu: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seque
             sl.SliceLocation = _ds(position[2])
             sl.PixelData = stored[k].tobytes()
             _save_slice(sl, tmp_dir / f"CT{k + 1:04d}.dcm")
-        _replace_folder(tmp_dir, out_dir)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
     return out_dir

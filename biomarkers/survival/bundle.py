@@ -29,9 +29,6 @@ ranking is the least in doubt; for stratification the question is whether the pa
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -41,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError, ModelBundleError
-from biomarkers.io.atomic import read_parquet_metadata, write_parquet
+from biomarkers.io.atomic import atomic_folder, read_parquet_metadata, write_parquet
 from biomarkers.io.provenance import sha256_file
 from biomarkers.io.subjects import check_outcome
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
@@ -279,9 +276,7 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
 def save_bundle(bundle: ModelBundle, summary: pd.DataFrame | None, out_dir: str | Path) -> None:
     """Write the bundle to ``out_dir`` atomically (a temporary folder renamed into place)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         state = {
             "model": bundle.model,
             "preprocessor": bundle.preprocessor.to_dict(),
@@ -295,13 +290,7 @@ def save_bundle(bundle: ModelBundle, summary: pd.DataFrame | None, out_dir: str 
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"bundle_format": BUNDLE_FORMAT, "files": files}, indent=2,
                                                sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-        bundle.sha256 = bundle_sha256(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    bundle.sha256 = bundle_sha256(out_dir)
 
 
 def load_bundle(model_dir: str | Path, expect_sha256: str | None = None) -> ModelBundle:
