@@ -11,6 +11,8 @@ from typing import Callable, List, Optional
 
 import typer
 
+from biomarkers import cli_args
+from biomarkers.cli_args import pipeline_options
 from biomarkers.cli_args import key_values as _key_values
 from biomarkers.cli_args import split_list as _split
 from biomarkers.errors import BiomarkerError, FeatureTableError, InputError
@@ -27,7 +29,7 @@ def user_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except (BiomarkerError, ValueError) as exc:
-            typer.echo(f"biomarkers {func.__name__}: error: {exc}", err=True)
+            typer.echo(f"biomarkers {func.__name__.replace('_', '-')}: error: {exc}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -46,12 +48,9 @@ def _torch_threads(threads: int) -> None:
 # Options shared by `fit` and `cv`.
 _TRAINING_COHORT = typer.Option("train", help="Cohort the table must be of (its metadata, from `aggregate`): "
                                                "a validation cohort's table is refused.")
-# Preprocessing options shared by `fit` and `cv`.
-_HARMONIZE = typer.Option(False, help="ComBat across the table's center column (fitted on training).")
-_NOT_HARMONIZED = typer.Option("", help="Comma-separated features ComBat leaves alone (clinical covariates).")
-_CORR_THRESHOLD = typer.Option(None, help="Drop one of two features with |Spearman r| above this.")
-_FDR_Q = typer.Option(None, help="Keep features whose univariate Cox BH q-value is below this.")
-_MAX_FEATURES = typer.Option(None, help="Keep at most this many features (best univariate p first).")
+# Preprocessing options shared by `fit`, `cv` and `uncertainty-scores`.
+_HARMONIZE, _NOT_HARMONIZED = cli_args.HARMONIZE, cli_args.NOT_HARMONIZED
+_CORR_THRESHOLD, _FDR_Q, _MAX_FEATURES = cli_args.CORR_THRESHOLD, cli_args.FDR_Q, cli_args.MAX_FEATURES
 _THREADS = typer.Option(0, help="CPU threads of torch (0: torch's default); networks are reproducible "
                                  "bit for bit at the same thread count.")
 
@@ -64,12 +63,14 @@ def simulate(out: Path = typer.Option(..., help="Output folder of the cohort."),
              validation_centers: int = typer.Option(1, help="How many of the last centres form the validation cohort."),
              seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
              threads: int = typer.Option(1, help="Worker processes (results do not depend on it)."),
-             dicom: bool = typer.Option(False, help="Also write each PET as a DICOM series (column pet_dicom).")) -> None:
+             dicom: bool = typer.Option(False, help="Also write each PET as a DICOM series (column pet_dicom)."),
+             shifted: int = typer.Option(0, help="Subjects added to the last centre that a model should not trust "
+                                                 "(unlike scanner, bulky or faint lesions; truth.tsv names them).")) -> None:
     """Write a synthetic multi-centre PET/CT cohort with ground-truth survival."""
     from biomarkers.simulate import simulate_cohort
 
     sheet = simulate_cohort(out, n_subjects=subjects, n_centers=centers, seed=seed,
-                            validation_centers=validation_centers, threads=threads, progress=True,
+                            validation_centers=validation_centers, threads=threads, progress=True, shifted=shifted,
                             **({"dicom": True} if dicom else {}))
     typer.echo(f"wrote {sheet}")
 
@@ -440,7 +441,7 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
     _torch_threads(threads)
     params = _key_values(set_)
     table = read_feature_table(features, training_cohort=training_cohort)
-    pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
+    pipeline = pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     bags = _read_bags(patches)
     try:
         bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,
@@ -458,19 +459,6 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         model_plot(bundle, summary, table, plot, f"{model} (n={len(table)}, {bundle.info['n_events']} events)")
     typer.echo(f"fitted {model} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out} "
                f"(bundle SHA-256 {bundle.sha256})")
-
-
-def _pipeline(table, include: str, harmonize: bool, not_harmonized: str, corr_threshold: Optional[float],
-              fdr_q: Optional[float], max_features: Optional[int]) -> dict:
-    """Preprocessing options of `fit` and `cv` (biomarkers.survival.bundle.PIPELINE_DEFAULTS)."""
-    from biomarkers.survival.preprocess import select_features
-
-    options: dict = {"corr_threshold": corr_threshold, "fdr_q": fdr_q, "max_features": max_features}
-    if harmonize:
-        keep = set(_split(not_harmonized))
-        options.update(harmonize=True,
-                       combat_features=[f for f in select_features(table, _split(include) or None) if f not in keep])
-    return options
 
 
 def _read_bags(path: Optional[Path]):
@@ -516,7 +504,7 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
             raise ValueError(f"--set {key}=...: expected MODEL.KEY with MODEL one of {', '.join(params)}")
         params[name][hyper] = _split(value) if hyper in ("features", "log_features") else value
     table = read_feature_table(features, training_cohort=training_cohort)
-    pipeline = _pipeline(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
+    pipeline = pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     per_fold = cross_validate(table, params, _split(include) or None, _split(log_features), folds, repeats, seed,
                               progress=True, pipeline=pipeline, bags=_read_bags(patches))
     summary = summarise(per_fold)
@@ -677,12 +665,14 @@ def batch(tasks: str = typer.Option(..., help="JSON array of argument lists, one
 
 
 # A study from the user's files; its frozen signature; new patients scored through it.
-from biomarkers import cli_study  # noqa: E402  (after `user_errors`, which wraps its verbs)
+from biomarkers import cli_study, cli_uncertainty  # noqa: E402  (after `user_errors`, which wraps its verbs)
 
 app.command("init")(user_errors(cli_study.init))
 app.command("image-sheet")(user_errors(cli_study.image_sheet))
 app.command("signature")(user_errors(cli_study.signature))
 app.command("predict")(user_errors(cli_study.predict))
+app.command("uncertainty-scores")(user_errors(cli_uncertainty.uncertainty_scores))
+app.command("uncertainty-evaluate")(user_errors(cli_uncertainty.uncertainty_evaluate))
 
 
 def main() -> None:

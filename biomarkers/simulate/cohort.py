@@ -3,14 +3,16 @@
 Layout written under ``out_dir``::
 
     subjects.tsv   one row per subject (written last: marks the cohort complete)
-    truth.tsv      true linear predictor and its lesion components
+    truth.tsv      true linear predictor, its lesion components, the latent event time and
+                   each subject's shift (:mod:`biomarkers.simulate.shift`)
     centers.tsv    scanner parameters of each centre
     images/{subject_id}_{pet,ct,mask,organs}.nii.gz
 
 Random streams are derived from ``seed`` with :class:`numpy.random.SeedSequence`
 spawn keys: (0,) cohort plan and covariates, (1,) survival outcomes, (2, i, 0)
-anatomy and (2, i, 1) scanner noise of subject ``i``. Results therefore do not
-depend on the number of worker processes.
+anatomy and (2, i, 1) scanner noise of subject ``i``; (4,) and (5,) covariates and
+outcomes of the shifted subjects. Results therefore do not depend on the number of
+worker processes.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from tqdm import tqdm
 
 from biomarkers.io.atomic import atomic_path
 from biomarkers.io.images import write_image
-from biomarkers.simulate import outcome
+from biomarkers.simulate import outcome, shift
 from biomarkers.simulate.plan import plan_generator, subject_ids
 from biomarkers.simulate.phantom import Grid, build_phantom
 from biomarkers.simulate.scanner import Center, acquire, default_centers
@@ -34,7 +36,7 @@ from biomarkers.simulate.scanner import Center, acquire, default_centers
 SUBJECT_COLUMNS = ("subject_id", "cohort", "center", "pet", "ct", "mask", "organs",
                    "time", "event", "age", "sex", "ecog")
 TRUTH_COLUMNS = ("subject_id", "true_lp", "true_mtv_ml", "true_heterogeneity",
-                 "true_lesion_count", "true_dissemination_mm")
+                 "true_lesion_count", "true_dissemination_mm", "true_event_days", "shift", "ood")
 CENTER_COLUMNS = ("center", "spacing_mm", "psf_fwhm_mm", "noise_cv")
 IMAGE_KINDS = ("pet", "ct", "mask", "organs")
 
@@ -50,6 +52,8 @@ class SubjectPlan:
     center: Center
     images_dir: Path
     dicom: bool = False
+    #: ``none`` or a kind of :data:`biomarkers.simulate.shift.SHIFT_KINDS`
+    shift: str = "none"
 
 
 def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -82,9 +86,11 @@ def _write_tsv(path: Path, columns: Iterable[str], rows: Iterable[Iterable[str]]
 def simulate_subject(plan: SubjectPlan) -> outcome.LesionBurden:
     """Build, image and write one subject; return its true lesion burden."""
     anatomy_rng, noise_rng = subject_rngs(plan.seed, plan.index)
-    phantom = build_phantom(anatomy_rng, plan.sex)
+    phantom = build_phantom(anatomy_rng, plan.sex, shift.lesion_pattern(plan.shift))
     scan = acquire(phantom, plan.center, noise_rng)
     pet_suv = scan.pet_suv.astype(np.float32)
+    if shift.calibration(plan.shift) != 1.0:
+        pet_suv = (pet_suv * np.float32(shift.calibration(plan.shift))).astype(np.float32)
     if plan.dicom:
         pet_suv = _write_dicom(pet_suv, scan.grid, plan)
     arrays = {"pet": pet_suv, "ct": scan.ct_hu, "mask": scan.mask, "organs": scan.organs}
@@ -111,7 +117,7 @@ def _write_dicom(pet_suv: np.ndarray, grid: Grid, plan: SubjectPlan) -> np.ndarr
 
 
 def _check_arguments(n_subjects: int, n_centers: int, seed: int, validation_centers: int,
-                     threads: int) -> None:
+                     threads: int, shifted: int = 0) -> None:
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be at least 1, got {n_subjects}")
     if n_centers < 1:
@@ -123,6 +129,8 @@ def _check_arguments(n_subjects: int, n_centers: int, seed: int, validation_cent
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    if shifted < 0 or (shifted and validation_centers < 1):
+        raise ValueError(f"shifted subjects ({shifted}) must be non-negative and need a validation centre")
 
 
 def _run(plans: list[SubjectPlan], threads: int) -> Iterator[outcome.LesionBurden]:
@@ -137,7 +145,7 @@ def _run(plans: list[SubjectPlan], threads: int) -> Iterator[outcome.LesionBurde
 
 def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, seed: int = 0,
                     validation_centers: int = 1, threads: int = 1, progress: bool = False,
-                    dicom: bool = False) -> Path:
+                    dicom: bool = False, shifted: int = 0) -> Path:
     """Write a synthetic multi-centre PET/CT cohort; return the path of subjects.tsv.
 
     Parameters
@@ -163,23 +171,37 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
         in a last subjects.tsv column ``pet_dicom``. Converting it back with
         :func:`biomarkers.imaging.suv.convert_dicom_to_suv` gives exactly the NIfTI PET, which
         is then written from the int16-quantised series.
+    shifted : int
+        Subjects added to the last centre (validation cohort) that a model should not trust:
+        out of distribution or less determined by their images (:mod:`biomarkers.simulate.shift`).
+        The regular subjects are the same with or without them.
 
     Returns
     -------
     Path
         ``out_dir / "subjects.tsv"``.
     """
-    _check_arguments(n_subjects, n_centers, seed, validation_centers, threads)
+    _check_arguments(n_subjects, n_centers, seed, validation_centers, threads, shifted)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     centers = default_centers(n_centers)
     plan_rng, center_of = plan_generator(n_subjects, n_centers, seed)
     covariates = outcome.draw_covariates(n_subjects, plan_rng)
-    ids = subject_ids(n_subjects)
-    plans = [SubjectPlan(ids[i], i, seed, str(covariates.sex[i]), centers[center_of[i]], images_dir, dicom)
-             for i in range(n_subjects)]
-    bar = tqdm(_run(plans, threads), total=n_subjects, disable=not progress,
+    kinds = ["none"] * n_subjects + [shift.shift_kind(j) for j in range(shifted)]
+    if shifted:
+        extra = outcome.draw_covariates(shifted, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4,))))
+        covariates = outcome.Covariates(*(np.concatenate([a, b]) for a, b in
+                                          zip((covariates.age_years, covariates.sex, covariates.ecog),
+                                              (extra.age_years, extra.sex, extra.ecog))))
+        center_of = np.concatenate([center_of, np.full(shifted, n_centers - 1)])
+    n_all = n_subjects + shifted
+    ids = subject_ids(n_all)
+    plans = [SubjectPlan(ids[i], i, seed, str(covariates.sex[i]),
+                         shift.shifted_center(centers[center_of[i]]) if kinds[i] == "scanner" else centers[center_of[i]],
+                         images_dir, dicom, kinds[i])
+             for i in range(n_all)]
+    bar = tqdm(_run(plans, threads), total=n_all, disable=not progress,
                desc="simulate", unit="subject")
     burdens = list(bar)
     lp = outcome.linear_predictor(np.array([b.mtv_ml for b in burdens]),
@@ -187,21 +209,26 @@ def simulate_cohort(out_dir: Path, n_subjects: int = 150, n_centers: int = 3, se
                                   np.array([b.dissemination_mm for b in burdens]),
                                   covariates.age_years, covariates.ecog)
     outcome_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
-    time_days, event = outcome.draw_survival(lp, outcome_rng)
+    time_days, event, event_days = outcome.draw_survival(lp[:n_subjects], outcome_rng, latent=True)
+    if shifted:
+        shifted_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(5,)))
+        more = outcome.draw_survival(lp[n_subjects:], shifted_rng, latent=True)
+        time_days, event, event_days = (np.concatenate([a, b]) for a, b in zip((time_days, event, event_days), more))
 
     _write_tsv(out_dir / "centers.tsv", CENTER_COLUMNS,
                ([c.name, "x".join(f"{s:.1f}" for s in c.spacing_mm), f"{c.psf_fwhm_mm:.1f}",
                  f"{c.noise_cv:.3f}"] for c in centers))
     _write_tsv(out_dir / "truth.tsv", TRUTH_COLUMNS,
                ([ids[i], f"{lp[i]:.6f}", f"{b.mtv_ml:.4f}", f"{b.heterogeneity:.6f}",
-                 str(b.lesion_count), f"{b.dissemination_mm:.2f}"] for i, b in enumerate(burdens)))
+                 str(b.lesion_count), f"{b.dissemination_mm:.2f}", f"{event_days[i]:.1f}", kinds[i],
+                 str(int(kinds[i] in shift.OOD_KINDS))] for i, b in enumerate(burdens)))
     n_train = n_centers - validation_centers
     dicom_dirs = [f"images/{subject_id}_pet_dicom" for subject_id in ids] if dicom else []
     rows = ([ids[i], "train" if center_of[i] < n_train else "validation", centers[center_of[i]].name,
              *(image_path(ids[i], kind) for kind in IMAGE_KINDS),
              f"{time_days[i]:.1f}", str(int(event[i])), str(int(covariates.age_years[i])),
              str(covariates.sex[i]), str(int(covariates.ecog[i])), *dicom_dirs[i:i + 1]]
-            for i in range(n_subjects))
+            for i in range(n_all))
     subjects = out_dir / "subjects.tsv"
     _write_tsv(subjects, SUBJECT_COLUMNS + (("pet_dicom",) if dicom else ()), rows)
     return subjects

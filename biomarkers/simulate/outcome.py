@@ -116,7 +116,7 @@ def linear_predictor(mtv_ml: np.ndarray, heterogeneity: np.ndarray, disseminatio
             + COEF_ECOG * np.asarray(ecog, float))
 
 
-def draw_survival(lp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_survival(lp: np.ndarray, rng: np.random.Generator, latent: bool = False) -> tuple[np.ndarray, ...]:
     """Draw observed times and event indicators under the Weibull PH model.
 
     The event time T has survival S(t) = exp(-(t / scale) ** shape * exp(lp)); the
@@ -128,6 +128,9 @@ def draw_survival(lp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
         Log-hazard linear predictors.
     rng : numpy.random.Generator
         Source of event and censoring times.
+    latent : bool
+        Also return the latent (uncensored) event times, in days (ground truth for checking
+        the coverage of a prediction bound).
 
     Returns
     -------
@@ -135,6 +138,8 @@ def draw_survival(lp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
         Observed times, rounded to 0.1 day and at least :data:`MIN_TIME_DAYS`.
     event : ndarray of int
         1 for an observed event, 0 for censored.
+    event_days : ndarray of float
+        Only with ``latent``: T itself, unrounded.
     """
     lp = np.asarray(lp, float)
     hazard_scale = np.exp(-lp / WEIBULL_SHAPE)
@@ -142,4 +147,4 @@ def draw_survival(lp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     censor_days = np.minimum(rng.exponential(1.0 / CENSOR_RATE_PER_DAY, lp.shape), ADMIN_CENSOR_DAYS)
     event = (event_days <= censor_days).astype(int)
     time_days = np.maximum(np.round(np.minimum(event_days, censor_days), 1), MIN_TIME_DAYS)
-    return time_days, event
+    return (time_days, event, event_days) if latent else (time_days, event)

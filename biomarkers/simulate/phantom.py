@@ -24,6 +24,11 @@ TEXTURE_SIGMA_MM: float = 4.0      # correlation length of the lesion texture
 LESION_GAP_MM: float = 4.0         # minimum gap between two lesions
 TISSUE_GAP_MM: float = 2.0         # lesions stay this far from other tissues
 MAX_LESIONS: int = 8
+#: Lesion patterns: ``typical`` (every regular subject), and two unlike any regular subject, for the
+#: shifted subjects of :mod:`biomarkers.simulate.shift`: ``bulky`` (eight lesions of 18-22 mm radius
+#: and SUV 12-15: a burden beyond the cohort's range) and ``faint`` (uptake SUV 2.6-3.6, near the
+#: segmentation threshold, so the measured burden tells little of the true one).
+LESION_PATTERNS: tuple[str, ...] = ("typical", "bulky", "faint")
 
 Box = tuple[slice, slice, slice]
 
@@ -271,16 +276,23 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def _place_lesions(t: np.ndarray, grid: Grid, rng: np.random.Generator,
-                   m: dict, liver_suv: float) -> tuple[np.ndarray, list[Lesion], list[np.ndarray]]:
+                   m: dict, liver_suv: float, pattern: str = "typical"
+                   ) -> tuple[np.ndarray, list[Lesion], list[np.ndarray]]:
     """Place non-overlapping lesions; return the label map, lesion records and texture fields.
 
-    Each texture field covers its lesion's box and is NaN in the necrotic core.
+    Each texture field covers its lesion's box and is NaN in the necrotic core. ``pattern``: one
+    of :data:`LESION_PATTERNS`; ``typical`` draws exactly what it always drew.
     """
     labels = np.zeros(grid.shape_zyx, np.uint16)
     n_target = min(MAX_LESIONS, 1 + int(rng.poisson(rng.gamma(1.5, 1.5))))
     r_subject = float(np.exp(rng.uniform(np.log(7.5), np.log(16.0))))
     h_subject = float(rng.uniform(0.0, 0.5))
     u_subject = float(np.exp(rng.normal(np.log(7.0), 0.3)))
+    uptake_range = (3.5, 15.0)
+    if pattern == "bulky":
+        n_target, r_subject, u_subject = MAX_LESIONS, float(rng.uniform(18.0, 22.0)), float(rng.uniform(12.0, 15.0))
+    elif pattern == "faint":
+        u_subject, uptake_range = float(rng.uniform(2.8, 3.4)), (2.6, 3.6)
     region = rng.choice(("upper", "lower", "all"), p=(0.25, 0.25, 0.5))
     sites = {"upper": _UPPER, "lower": _LOWER, "all": _UPPER + _LOWER}[str(region)]
     weights = np.array([0.15 if s in ("lung", "liver") else 0.7 / len(_NODAL) for s in sites])
@@ -306,7 +318,7 @@ def _place_lesions(t: np.ndarray, grid: Grid, rng: np.random.Generator,
         if not np.isin(t[box][near], allowed).all() or inside.sum() * FINE_SPACING_MM ** 3 < 1000.0:
             continue
         h = float(np.clip(h_subject + rng.normal(0.0, 0.05), 0.0, 0.55))
-        uptake = float(np.clip(u_subject * np.exp(rng.normal(0.0, 0.2)), 3.5, 15.0))
+        uptake = float(np.clip(u_subject * np.exp(rng.normal(0.0, 0.2)), *uptake_range))
         if site == "liver":
             uptake = max(uptake, 2.5 * liver_suv)
         necrotic = float(rng.uniform(0.3, 0.6)) if r_eq >= 11.0 and rng.random() < 0.4 else 0.0
@@ -337,7 +349,7 @@ def _fill_lesion(suv: np.ndarray, hu: np.ndarray, labels: np.ndarray, lesion: Le
     hu[lesion.box][core] = np.float32(15.0)
 
 
-def build_phantom(rng: np.random.Generator, sex: str) -> Phantom:
+def build_phantom(rng: np.random.Generator, sex: str, pattern: str = "typical") -> Phantom:
     """Build one subject's phantom on :func:`fine_grid`.
 
     Parameters
@@ -346,6 +358,8 @@ def build_phantom(rng: np.random.Generator, sex: str) -> Phantom:
         Source of all randomness of this subject's anatomy and lesions.
     sex : {"F", "M"}
         Shifts the body-size distribution.
+    pattern : str
+        Lesion pattern, one of :data:`LESION_PATTERNS`.
 
     Returns
     -------
@@ -354,11 +368,13 @@ def build_phantom(rng: np.random.Generator, sex: str) -> Phantom:
     """
     if sex not in ("F", "M"):
         raise ValueError(f"sex must be 'F' or 'M', got {sex!r}")
+    if pattern not in LESION_PATTERNS:
+        raise ValueError(f"pattern must be one of {', '.join(LESION_PATTERNS)}, got {pattern!r}")
     grid = fine_grid()
     tissue, organ_boxes, marks = _anatomy(grid, rng, sex)
     suv_lut, hu_lut = _uptake_tables(rng)
     liver_suv = float(suv_lut[Tissue.LIVER])
-    labels, lesions, textures = _place_lesions(tissue, grid, rng, marks, liver_suv)
+    labels, lesions, textures = _place_lesions(tissue, grid, rng, marks, liver_suv, pattern)
     if not lesions:
         raise RuntimeError("could not place any lesion in the phantom; this is a bug")
     suv = suv_lut[tissue]

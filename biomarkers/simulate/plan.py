@@ -21,9 +21,13 @@ def subject_ids(n_subjects: int) -> list[str]:
     return [f"sub-{i + 1:0{width}d}" for i in range(n_subjects)]
 
 
-def cohort_plan(n_subjects: int, n_centers: int, seed: int, validation_centers: int) -> list[tuple[str, str]]:
+def cohort_plan(n_subjects: int, n_centers: int, seed: int, validation_centers: int,
+                shifted: int = 0) -> list[tuple[str, str]]:
     """(subject ID, cohort) of every subject, in sheet order: the last ``validation_centers``
-    centres form the ``validation`` cohort, the others ``train``."""
+    centres form the ``validation`` cohort, the others ``train``; the ``shifted`` subjects
+    (:mod:`biomarkers.simulate.shift`) come last, in the validation cohort."""
     _, center_of = plan_generator(n_subjects, n_centers, seed)
     n_train = n_centers - validation_centers
-    return [(sid, "train" if c < n_train else "validation") for sid, c in zip(subject_ids(n_subjects), center_of)]
+    ids = subject_ids(n_subjects + shifted)
+    return ([(sid, "train" if c < n_train else "validation") for sid, c in zip(ids, center_of)]
+            + [(sid, "validation") for sid in ids[n_subjects:]])

@@ -35,7 +35,8 @@ def planned_subjects():
     """(subject ID, cohort) of every subject in sheet order, known before any job runs."""
     if SIMULATED:
         sim = config["simulate"]
-        return cohort_plan(sim["subjects"], sim["centers"], sim["seed"], sim["validation_centers"])
+        return cohort_plan(sim["subjects"], sim["centers"], sim["seed"], sim["validation_centers"],
+                           sim["shifted"])
     sheet = subjects()
     return list(zip(sheet["subject_id"], sheet["cohort"]))
 

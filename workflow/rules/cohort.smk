@@ -12,6 +12,7 @@ checkpoint simulate:
         centers=config.get("simulate", {}).get("centers"),
         validation=config.get("simulate", {}).get("validation_centers"),
         seed=config.get("simulate", {}).get("seed"),
+        shifted=config.get("simulate", {}).get("shifted"),
         dicom=dicom_flag,
     log:
         f"{RESULTS}/logs/simulate.log",
@@ -25,7 +26,8 @@ checkpoint simulate:
         ENV
     shell:
         "biomarkers simulate --out {params.folder:q} --subjects {params.n} --centers {params.centers}"
-        " --validation-centers {params.validation} --seed {params.seed} {params.dicom} --threads {threads} 2> {log:q}"
+        " --validation-centers {params.validation} --seed {params.seed}"
+        " --shifted {params.shifted} {params.dicom} --threads {threads} 2> {log:q}"
 
 
 # A copy of the sheet naming the converted images (SUV, CT, masks from DICOM), for the rules that

@@ -260,6 +260,34 @@ def truth_input(wildcards):
     return {"truth": checkpoints.simulate.get().output.truth} if SIMULATED else {}
 
 
+# Models whose uncertainty methods are compared (`uncertainty: models`); not the end-to-end CNN (its
+# ensemble and cross-validation would cost hours on a CPU).
+UNCERTAINTY = config["uncertainty"]
+UNCERTAINTY_MODELS = list(UNCERTAINTY["models"])
+for _name in UNCERTAINTY_MODELS:
+    if _name not in MODELS or model_kind(_name) == "cnn_survival":
+        raise WorkflowError(f"config uncertainty: models: {_name!r} is not a tabular entry of `models:`")
+
+
+def validation_cohorts():
+    """Every cohort but the training one."""
+    return [c for c in cohorts() if c != TRAIN]
+
+
+def uncertainty_cohort_tables(wildcards):
+    """Feature tables of the training cohort and every validation cohort, for the uncertainty scores."""
+    tables = {"train": model_feature_table(SimpleNamespace(model=wildcards.model))}
+    for name in validation_cohorts():
+        tables[f"cohort_{name}"] = model_feature_table(SimpleNamespace(model=wildcards.model, cohort=name))
+    return tables
+
+
+def uncertainty_cohort_flags(wildcards, input):
+    """`--cohort NAME=TABLE` of every validation cohort."""
+    pairs = [f"{name}={input[f'cohort_{name}']}" for name in validation_cohorts()]
+    return " ".join(f"--cohort {shlex.quote(pair)}" for pair in pairs)
+
+
 def final_targets(wildcards):
     """Metrics and figures of every model and cohort, the model comparison and cross-validation."""
     names = cohorts()
@@ -267,6 +295,8 @@ def final_targets(wildcards):
         *expand(f"{RESULTS}/metrics/{{model}}/{{cohort}}.json", model=MODELS, cohort=names),
         *expand(f"{RESULTS}/report/model_{{model}}.png", model=MODELS),
         *expand(f"{RESULTS}/report/uncertainty_{{model}}_{{cohort}}.png", model=MC_MODELS, cohort=names),
+        *expand(f"{RESULTS}/report/uncertainty_evaluation_{{model}}_{{cohort}}.png", model=UNCERTAINTY_MODELS,
+                cohort=names[1:]),
         f"{RESULTS}/report/metrics.tsv",
         f"{RESULTS}/report/headline.tsv",
         *(expand(f"{RESULTS}/report/compare_{{cohort}}.tsv", cohort=names) if len(MODELS) > 1 else []),

@@ -257,3 +257,81 @@ rule signature:
         "biomarkers signature --model {input.model:q} --out {output:q} --params {input.params:q}"
         " --training-scores {input.train_scores:q} {params.tables} {params.settings} --suv-norm {params.norm}"
         " --covariates '{params.covariates}' {params.categorical} --texture {params.texture} > {log:q} 2>&1"
+
+
+# Uncertainty methods compared (MC dropout, ensemble, input distance, conformal bound), calibrated
+# and chosen by cross-validation of the training cohort, scored on every validation cohort.
+rule uncertainty_scores:
+    input:
+        unpack(uncertainty_cohort_tables),
+    output:
+        scores=f"{RESULTS}/uncertainty/{{model}}/scores.parquet",
+        choice=f"{RESULTS}/uncertainty/{{model}}/choice.json",
+    params:
+        kind=model_kind_param,
+        sets=model_set_flags,
+        pipeline=pipeline_flags,
+        include=model_include,
+        log_features=model_log_features,
+        cohorts=uncertainty_cohort_flags,
+        members=UNCERTAINTY["members"],
+        folds=config["model"]["cv_folds"],
+        alpha=UNCERTAINTY["alpha"],
+        c0=UNCERTAINTY["c0_days"],
+        abstain=config["model"]["abstain_quantile"],
+        seed=config["evaluation"]["seed"],
+        train=TRAIN,
+    log:
+        f"{RESULTS}/logs/uncertainty_scores/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/uncertainty_scores/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "biomarkers uncertainty-scores --features {input.train:q} {params.cohorts} --model {params.kind} {params.sets}"
+        " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline}"
+        " --members {params.members} --folds {params.folds} --alpha {params.alpha} --c0-days {params.c0}"
+        " --abstain-quantile {params.abstain} --seed {params.seed} --training-cohort {params.train:q}"
+        " --out {output.scores:q} --choice {output.choice:q} > {log:q} 2>&1"
+
+
+rule uncertainty_evaluation:
+    input:
+        unpack(truth_input),
+        scores=rules.uncertainty_scores.output.scores,
+    output:
+        metrics=f"{RESULTS}/uncertainty/{{model}}/{{cohort}}.json",
+        table=report(
+            f"{RESULTS}/uncertainty/{{model}}/{{cohort}}.tsv",
+            caption="../report/uncertainty_evaluation.rst",
+            category="Uncertainty",
+            subcategory="{cohort}",
+            labels={"model": "{model}", "figure": "table"},
+        ),
+        plot=report(
+            f"{RESULTS}/report/uncertainty_evaluation_{{model}}_{{cohort}}.png",
+            caption="../report/uncertainty_evaluation.rst",
+            category="Uncertainty",
+            subcategory="{cohort}",
+            labels={"model": "{model}", "figure": "evaluation"},
+        ),
+    params:
+        truth=truth_flag,
+        bootstrap=config["evaluation"]["bootstrap"],
+        seed=config["evaluation"]["seed"],
+    log:
+        f"{RESULTS}/logs/uncertainty_evaluation/{{model}}/{{cohort}}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "biomarkers uncertainty-evaluate --scores {input.scores:q} --cohort {wildcards.cohort:q} {params.truth}"
+        " --bootstrap {params.bootstrap} --seed {params.seed} --out {output.metrics:q} --table {output.table:q}"
+        " --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"

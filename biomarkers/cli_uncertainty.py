@@ -1,0 +1,65 @@
+"""The verbs of the uncertainty evaluation: ``uncertainty-scores`` (each method's per-patient
+uncertainty, calibrated and chosen on the training cohort) and ``uncertainty-evaluate`` (how well
+each flags a cohort's unreliable predictions). Registered on the ``biomarkers`` app by
+:mod:`biomarkers.cli`; argument parsing and one library call each."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from biomarkers import cli_args
+from biomarkers.cli_args import key_values, split_list
+
+
+def uncertainty_scores(features: Path = typer.Option(..., help="Training feature table."),
+                       cohort: List[str] = typer.Option(..., help="NAME=FEATURES.parquet of a cohort to score; repeatable."),
+                       model: str = typer.Option("coxph", help="Model kind (as for `fit`)."),
+                       set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE; repeatable."),
+                       include: str = typer.Option("", help="Comma-separated feature columns."),
+                       log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
+                       harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
+                       corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
+                       max_features: Optional[int] = cli_args.MAX_FEATURES,
+                       members: int = typer.Option(5, help="Ensemble members (the model and members - 1 more)."),
+                       folds: int = typer.Option(5, help="Cross-validation folds of the training cohort."),
+                       alpha: float = typer.Option(0.1, help="Conformal miscoverage: the bound covers 1 - alpha."),
+                       c0_days: float = typer.Option(1095.0, help="Conformal cut-off (days): the bound never exceeds it."),
+                       abstain_quantile: float = typer.Option(0.9, help="Abstain above this quantile of the chosen "
+                                                                        "method's out-of-fold training values."),
+                       seed: int = typer.Option(0, help="Seed of the folds and bootstrap members."),
+                       training_cohort: str = typer.Option("train", help="Cohort the training table must be of."),
+                       out: Path = typer.Option(..., help="Scores (parquet) to write: every cohort, training out-of-fold."),
+                       choice: Path = typer.Option(..., help="JSON to write: methods, training areas, the chosen one.")) -> None:
+    """Per-patient uncertainty of a model by MC dropout, an ensemble, input distance and a conformal bound."""
+    from biomarkers.survival.bundle import read_feature_table
+    from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings, uncertainty_scores_to_files
+
+    table = read_feature_table(features, training_cohort=training_cohort)
+    pipeline = cli_args.pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q,
+                                         max_features)
+    entry = ModelEntry(model, split_list(include) or None, split_list(log_features), key_values(set_), pipeline)
+    settings = UncertaintySettings(members, folds, alpha, c0_days, abstain_quantile, seed)
+    picked = uncertainty_scores_to_files(features, key_values(cohort, "--cohort"), entry, settings, out, choice,
+                                         training_cohort, progress=True)
+    typer.echo(f"{model}: abstention by {picked['chosen']} ({picked['rule']})")
+
+
+def uncertainty_evaluate(scores: Path = typer.Option(..., help="Scores of `uncertainty-scores`."),
+                         cohort: str = typer.Option(..., help="Cohort to evaluate."),
+                         out: Path = typer.Option(..., help="JSON to write."),
+                         truth: Optional[Path] = typer.Option(None, help="truth.tsv of a simulated cohort (OOD labels, "
+                                                                         "latent event times)."),
+                         bootstrap: int = typer.Option(1000, help="Bootstrap resamples."),
+                         seed: int = typer.Option(0, help="Bootstrap seed."),
+                         table: Optional[Path] = typer.Option(None, help="Also write the figures as TSV."),
+                         plot: Optional[Path] = typer.Option(None, help="Figure (PNG)."),
+                         label: str = typer.Option("", help="Label for the figure title.")) -> None:
+    """Selective prediction, misprediction and OOD detection of every uncertainty method; conformal coverage."""
+    from biomarkers.validation.uncertainty_eval import evaluate_uncertainty_files
+
+    result = evaluate_uncertainty_files(scores, cohort, out, truth, bootstrap, seed, table, plot, label)
+    cov = result["conformal"]
+    typer.echo(f"{result['model']}, {cohort}: abstention by {result['abstention']['chosen']}; conformal bound "
+               f"coverage {cov['estimate']:.3f} (target {cov['target']:.2f})")
