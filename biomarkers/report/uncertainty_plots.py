@@ -48,6 +48,7 @@ def uncertainty_evaluation_plot(evaluation: Mapping, scores: pd.DataFrame, cover
     ax = axes[1]
     rows = [("selective area - C(all)", "gain"), ("misprediction AUROC", "misprediction_auroc"),
             ("OOD AUROC", "ood_auroc")]
+    rows = [row for row in rows if any(row[1] in entry for entry in methods.values())]
     k = len(methods)
     for r, (label, key) in enumerate(rows):
         for j, (name, entry) in enumerate(methods.items()):
