@@ -673,6 +673,7 @@ app.command("signature")(user_errors(cli_study.signature))
 app.command("predict")(user_errors(cli_study.predict))
 app.command("uncertainty-scores")(user_errors(cli_uncertainty.uncertainty_scores))
 app.command("uncertainty-evaluate")(user_errors(cli_uncertainty.uncertainty_evaluate))
+app.command("subtypes")(user_errors(cli_uncertainty.subtypes))
 
 
 def main() -> None:

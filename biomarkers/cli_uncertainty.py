@@ -1,6 +1,7 @@
-"""The verbs of the uncertainty evaluation: ``uncertainty-scores`` (each method's per-patient
+"""The verbs of the uncertainty evaluation and subtyping: ``uncertainty-scores`` (each method's per-patient
 uncertainty, calibrated and chosen on the training cohort) and ``uncertainty-evaluate`` (how well
-each flags a cohort's unreliable predictions). Registered on the ``biomarkers`` app by
+each flags a cohort's unreliable predictions), ``subtypes`` (imaging subtypes fitted on the training
+cohort, frozen, and survival by subtype in every cohort). Registered on the ``biomarkers`` app by
 :mod:`biomarkers.cli`; argument parsing and one library call each."""
 from __future__ import annotations
 
@@ -63,3 +64,23 @@ def uncertainty_evaluate(scores: Path = typer.Option(..., help="Scores of `uncer
     cov = result["conformal"]
     typer.echo(f"{result['model']}, {cohort}: abstention by {result['abstention']['chosen']}; conformal bound "
                f"coverage {cov['estimate']:.3f} (target {cov['target']:.2f})")
+
+
+def subtypes(features: Path = typer.Option(..., help="Training feature table (the subtypes are fitted on it)."),
+             cohort: List[str] = typer.Option([], help="NAME=FEATURES.parquet of a cohort to assign; repeatable."),
+             include: str = typer.Option("largest_deep_*", help="Comma-separated features or wildcards to cluster."),
+             k: str = typer.Option("2,3,4", help="Numbers of subtypes tried; the best mean silhouette on training wins."),
+             harmonize: bool = typer.Option(True, help="ComBat across centres before clustering."),
+             seed: int = typer.Option(0, help="Seed of k-means."),
+             training_cohort: str = typer.Option("train", help="Cohort the training table must be of."),
+             out: Path = typer.Option(..., help="Folder to write: subtypes.json, assignments.tsv."),
+             plot_dir: Optional[Path] = typer.Option(None, help="Folder of the Kaplan-Meier figures (subtypes_<cohort>.png).")) -> None:
+    """Imaging subtypes by k-means on the training cohort, frozen and assigned to other cohorts; survival by subtype."""
+    from biomarkers.validation.subtypes import subtypes_to_files
+
+    result = subtypes_to_files(features, key_values(cohort, "--cohort"), out, split_list(include),
+                               [int(v) for v in split_list(k)], harmonize, seed, plot_dir, training_cohort)
+    for name, stats in result["cohorts"].items():
+        p = stats["logrank_p"]
+        typer.echo(f"{name}: {result['model']['k']} subtypes, sizes {[r['n'] for r in stats['subtypes']]}, "
+                   f"log-rank p = {p:.3g}" if p is not None else f"{name}: one subtype")

@@ -182,3 +182,27 @@ def icc_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_xlabel("intra-class correlation (right margin: share with ICC >= 0.75)")
     ax.set_title(title, fontsize=10, pad=16)
     _save(fig, path)
+
+
+def subtype_km_plot(table: pd.DataFrame, subtype, stats: Mapping, path: str | Path, title: str) -> None:
+    """Kaplan-Meier curves per imaging subtype with numbers at risk and the log-rank p-value."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fitters = []
+    for row in stats["subtypes"]:
+        m = subtype == row["subtype"]
+        km = KaplanMeierFitter(label=f"subtype {row['subtype']} (n={row['n']})").fit(table["time"][m], table["event"][m])
+        km.plot_survival_function(ax=ax, ci_show=False, show_censors=True)
+        fitters.append(km)
+    if stats.get("logrank_p") is not None:
+        ax.text(0.98, 0.98, f"log-rank p = {stats['logrank_p']:.2g}", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8)
+    ax.set_xlabel("time (days)")
+    ax.set_ylabel("survival probability")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    if fitters:
+        add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
+    _save(fig, path)

@@ -64,6 +64,13 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     assert set(patches["subjects"]) == set(sheet.loc[sheet["cohort"] == "validation", "subject_id"])
     assert (tiny_run / "report" / "cindex_models.png").stat().st_size > 10_000
     assert not list((tiny_run / "report").glob("uncertainty_coxph_*"))  # deterministic: nothing to check
+    # the uncertainty methods of deepsurv (tiny config), chosen on training CV, evaluated on the validation cohort
+    choice = json.loads((tiny_run / "uncertainty" / "deepsurv" / "choice.json").read_text())
+    assert set(choice["methods"]) == {"mc_dropout", "ensemble", "distance", "conformal"}
+    assert choice["chosen"] == max(choice["training_area"], key=choice["training_area"].get)
+    evaluation = json.loads((tiny_run / "uncertainty" / "deepsurv" / "validation.json").read_text())
+    assert evaluation["n"] == (sheet["cohort"] == "validation").sum() and 0 <= evaluation["conformal"]["true"] <= 1
+    assert (tiny_run / "report" / "uncertainty_evaluation_deepsurv_validation.png").stat().st_size > 10_000
     clinical = json.loads((tiny_run / "models" / "clinical" / "model.json").read_text())
     assert clinical["info"]["selected_features"] == ["age", "ecog", "sex_M"]
     assert clinical["preprocessor"]["combat_"] is None  # clinical covariates are never harmonised

@@ -269,6 +269,15 @@ for _name in UNCERTAINTY_MODELS:
         raise WorkflowError(f"config uncertainty: models: {_name!r} is not a tabular entry of `models:`")
 
 
+SUBTYPES = config["subtypes"]
+
+
+def subtype_tables(wildcards):
+    """Feature tables of every cohort, training first (deep features included when configured)."""
+    return {"train": f"{RESULTS}/features/{TRAIN}.parquet",
+            **{f"cohort_{c}": f"{RESULTS}/features/{c}.parquet" for c in validation_cohorts()}}
+
+
 def validation_cohorts():
     """Every cohort but the training one."""
     return [c for c in cohorts() if c != TRAIN]
@@ -282,10 +291,11 @@ def uncertainty_cohort_tables(wildcards):
     return tables
 
 
-def uncertainty_cohort_flags(wildcards, input):
-    """`--cohort NAME=TABLE` of every validation cohort."""
+def cohort_table_flags(wildcards, input):
+    """`--cohort NAME=TABLE` of every validation cohort (inputs named cohort_NAME)."""
     pairs = [f"{name}={input[f'cohort_{name}']}" for name in validation_cohorts()]
     return " ".join(f"--cohort {shlex.quote(pair)}" for pair in pairs)
+
 
 
 def final_targets(wildcards):
@@ -308,6 +318,7 @@ def final_targets(wildcards):
         ),
         *([f"{RESULTS}/report/icc.png"] if config["stability"]["subjects"] else []),
         *([f"{RESULTS}/signature"] if SIGNATURE else []),
+        *(expand(f"{RESULTS}/report/subtypes_{{cohort}}.png", cohort=names) if SUBTYPES["features"] else []),
     ]
 
 

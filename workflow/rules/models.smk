@@ -273,7 +273,7 @@ rule uncertainty_scores:
         pipeline=pipeline_flags,
         include=model_include,
         log_features=model_log_features,
-        cohorts=uncertainty_cohort_flags,
+        cohorts=cohort_table_flags,
         members=UNCERTAINTY["members"],
         folds=config["model"]["cv_folds"],
         alpha=UNCERTAINTY["alpha"],
@@ -335,3 +335,43 @@ rule uncertainty_evaluation:
         "biomarkers uncertainty-evaluate --scores {input.scores:q} --cohort {wildcards.cohort:q} {params.truth}"
         " --bootstrap {params.bootstrap} --seed {params.seed} --out {output.metrics:q} --table {output.table:q}"
         " --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
+
+
+# Imaging subtypes: k-means on the training cohort's (deep) features, frozen, assigned to every
+# validation cohort; Kaplan-Meier and log-rank by subtype.
+rule subtypes:
+    input:
+        unpack(subtype_tables),
+    output:
+        model=f"{RESULTS}/subtypes/subtypes.json",
+        assignments=f"{RESULTS}/subtypes/assignments.tsv",
+        plots=[
+            report(
+                f"{RESULTS}/report/subtypes_{cohort}.png",
+                caption="../report/subtypes.rst",
+                category="Subtypes",
+                labels={"cohort": cohort},
+            )
+            for cohort in [TRAIN] + [c for c in dict.fromkeys(c for _, c in PLAN) if c != TRAIN]
+        ],
+    params:
+        cohorts=cohort_table_flags,
+        include=",".join(SUBTYPES["features"]),
+        k=",".join(str(k) for k in SUBTYPES["k"]),
+        harmonize="--harmonize" if config["model"]["harmonize"] else "--no-harmonize",
+        seed=SUBTYPES["seed"],
+        folder=lambda wildcards, output: os.path.dirname(output.model),
+        plots=lambda wildcards, output: os.path.dirname(output.plots[0]),
+        train=TRAIN,
+    log:
+        f"{RESULTS}/logs/subtypes.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "biomarkers subtypes --features {input.train:q} {params.cohorts} --include '{params.include}' --k {params.k}"
+        " {params.harmonize} --seed {params.seed} --training-cohort {params.train:q} --out {params.folder:q}"
+        " --plot-dir {params.plots:q} > {log:q} 2>&1"
