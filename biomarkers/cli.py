@@ -674,6 +674,7 @@ app.command("predict")(user_errors(cli_study.predict))
 app.command("uncertainty-scores")(user_errors(cli_uncertainty.uncertainty_scores))
 app.command("uncertainty-evaluate")(user_errors(cli_uncertainty.uncertainty_evaluate))
 app.command("subtypes")(user_errors(cli_uncertainty.subtypes))
+app.command("explain")(user_errors(cli_uncertainty.explain))
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """The verbs of the uncertainty evaluation and subtyping: ``uncertainty-scores`` (each method's per-patient
 uncertainty, calibrated and chosen on the training cohort) and ``uncertainty-evaluate`` (how well
 each flags a cohort's unreliable predictions), ``subtypes`` (imaging subtypes fitted on the training
-cohort, frozen, and survival by subtype in every cohort). Registered on the ``biomarkers`` app by
+cohort, frozen, and survival by subtype in every cohort) and ``explain`` (the end-to-end model's
+lesion attention, contributions and occlusion maps). Registered on the ``biomarkers`` app by
 :mod:`biomarkers.cli`; argument parsing and one library call each."""
 from __future__ import annotations
 
@@ -84,3 +85,18 @@ def subtypes(features: Path = typer.Option(..., help="Training feature table (th
         p = stats["logrank_p"]
         typer.echo(f"{name}: {result['model']['k']} subtypes, sizes {[r['n'] for r in stats['subtypes']]}, "
                    f"log-rank p = {p:.3g}" if p is not None else f"{name}: one subtype")
+
+
+def explain(model: Path = typer.Option(..., help="Frozen end-to-end model (cnn_survival) directory."),
+            features: Path = typer.Option(..., help="The cohort's feature table."),
+            patches: Path = typer.Option(..., help="The cohort's lesion patch archive."),
+            out: Path = typer.Option(..., help="TSV to write: attention and contribution of every lesion."),
+            plot: Optional[Path] = typer.Option(None, help="Figure (PNG) of the highest- and lowest-risk patients."),
+            n_each: int = typer.Option(2, help="Highest- and lowest-risk patients in the figure."),
+            window: int = typer.Option(4, help="Side (voxels) of the occlusion cubes."),
+            label: str = typer.Option("", help="Label for the figure title.")) -> None:
+    """Per lesion: attention weight and leave-one-out contribution; occlusion maps for the report."""
+    from biomarkers.validation.explanations import explain_to_files
+
+    rows = explain_to_files(model, features, patches, out, plot, n_each, window, label)
+    typer.echo(f"explained {rows['subject_id'].nunique()} patients, {len(rows)} lesions -> {out}")

@@ -71,6 +71,13 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     evaluation = json.loads((tiny_run / "uncertainty" / "deepsurv" / "validation.json").read_text())
     assert evaluation["n"] == (sheet["cohort"] == "validation").sum() and 0 <= evaluation["conformal"]["true"] <= 1
     assert (tiny_run / "report" / "uncertainty_evaluation_deepsurv_validation.png").stat().st_size > 10_000
+    subtypes = json.loads((tiny_run / "subtypes" / "subtypes.json").read_text())  # fitted on train, frozen
+    assert set(subtypes["cohorts"]) == {"train", "validation"} and subtypes["model"]["k"] in (2, 3)
+    assert sum(r["n"] for r in subtypes["cohorts"]["validation"]["subtypes"]) == (sheet["cohort"] == "validation").sum()
+    for cohort in ("train", "validation"):
+        lesions = pd.read_csv(tiny_run / "explanations" / "end_to_end" / f"{cohort}.tsv", sep="\t")
+        np.testing.assert_allclose(lesions.groupby("subject_id")["attention"].sum(), 1.0, atol=1e-5)
+        assert (tiny_run / "report" / f"explanations_end_to_end_{cohort}.png").stat().st_size > 10_000
     clinical = json.loads((tiny_run / "models" / "clinical" / "model.json").read_text())
     assert clinical["info"]["selected_features"] == ["age", "ecog", "sex_M"]
     assert clinical["preprocessor"]["combat_"] is None  # clinical covariates are never harmonised

@@ -319,6 +319,7 @@ def final_targets(wildcards):
         *([f"{RESULTS}/report/icc.png"] if config["stability"]["subjects"] else []),
         *([f"{RESULTS}/signature"] if SIGNATURE else []),
         *(expand(f"{RESULTS}/report/subtypes_{{cohort}}.png", cohort=names) if SUBTYPES["features"] else []),
+        *expand(f"{RESULTS}/report/explanations_{{model}}_{{cohort}}.png", model=PATCH_MODELS, cohort=names),
     ]
 
 

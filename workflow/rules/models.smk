@@ -375,3 +375,32 @@ rule subtypes:
         "biomarkers subtypes --features {input.train:q} {params.cohorts} --include '{params.include}' --k {params.k}"
         " {params.harmonize} --seed {params.seed} --training-cohort {params.train:q} --out {params.folder:q}"
         " --plot-dir {params.plots:q} > {log:q} 2>&1"
+
+
+# What drives the end-to-end model's score: each lesion's attention weight and leave-one-out
+# contribution, and occlusion maps of the highest- and lowest-risk patients of each cohort.
+rule explain:
+    input:
+        model=rules.fit.output.model,
+        features=model_feature_table,
+        patches=f"{RESULTS}/patches/{{cohort}}.npz",
+    output:
+        table=f"{RESULTS}/explanations/{{model}}/{{cohort}}.tsv",
+        plot=report(
+            f"{RESULTS}/report/explanations_{{model}}_{{cohort}}.png",
+            caption="../report/explanations.rst",
+            category="Explanations",
+            subcategory="{cohort}",
+            labels={"model": "{model}"},
+        ),
+    log:
+        f"{RESULTS}/logs/explain/{{model}}/{{cohort}}.log",
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=15,
+    conda:
+        ENV
+    shell:
+        "biomarkers explain --model {input.model:q} --features {input.features:q} --patches {input.patches:q}"
+        " --out {output.table:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
