@@ -675,6 +675,7 @@ app.command("uncertainty-scores")(user_errors(cli_uncertainty.uncertainty_scores
 app.command("uncertainty-evaluate")(user_errors(cli_uncertainty.uncertainty_evaluate))
 app.command("subtypes")(user_errors(cli_uncertainty.subtypes))
 app.command("explain")(user_errors(cli_uncertainty.explain))
+app.command("pretraining")(user_errors(cli_uncertainty.pretraining))
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 uncertainty, calibrated and chosen on the training cohort) and ``uncertainty-evaluate`` (how well
 each flags a cohort's unreliable predictions), ``subtypes`` (imaging subtypes fitted on the training
 cohort, frozen, and survival by subtype in every cohort) and ``explain`` (the end-to-end model's
-lesion attention, contributions and occlusion maps). Registered on the ``biomarkers`` app by
+lesion attention, contributions and occlusion maps), ``pretraining`` (that model with a self-supervised
+encoder against none). Registered on the ``biomarkers`` app by
 :mod:`biomarkers.cli`; argument parsing and one library call each."""
 from __future__ import annotations
 
@@ -100,3 +101,29 @@ def explain(model: Path = typer.Option(..., help="Frozen end-to-end model (cnn_s
 
     rows = explain_to_files(model, features, patches, out, plot, n_each, window, label)
     typer.echo(f"explained {rows['subject_id'].nunique()} patients, {len(rows)} lesions -> {out}")
+
+
+def pretraining(features: Path = typer.Option(..., help="Training feature table."),
+                patches: Path = typer.Option(..., help="Training cohort's lesion patch archive."),
+                validation_features: Path = typer.Option(..., help="Validation feature table."),
+                validation_patches: Path = typer.Option(..., help="Validation cohort's lesion patch archive."),
+                pretrain_patches: List[Path] = typer.Option(..., help="Patch archive the encoder learns from "
+                                                                     "without outcomes; repeatable."),
+                include: str = typer.Option(..., help="Comma-separated clinical covariates joining the images."),
+                set_: List[str] = typer.Option([], "--set", help="cnn_survival hyperparameter KEY=VALUE; repeatable."),
+                seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
+                pretrain_epochs: int = typer.Option(20, help="Autoencoder epochs."),
+                bootstrap: int = typer.Option(1000, help="Bootstrap resamples."),
+                seed: int = typer.Option(0, help="Bootstrap seed."),
+                training_cohort: str = typer.Option("train", help="Cohort the training table must be of."),
+                out: Path = typer.Option(..., help="JSON to write."),
+                plot: Optional[Path] = typer.Option(None, help="Figure (PNG)."),
+                label: str = typer.Option("", help="Label for the figure title.")) -> None:
+    """End-to-end CNN from scratch vs with a self-supervised pretrained encoder (fine-tuned, frozen)."""
+    from biomarkers.survival.pretraining import pretraining_to_files
+
+    result = pretraining_to_files(features, patches, validation_features, validation_patches, pretrain_patches,
+                                  split_list(include), key_values(set_), [int(s) for s in split_list(seeds)],
+                                  pretrain_epochs, out, plot, bootstrap, seed, training_cohort, label)
+    for name, entry in result["variants"].items():
+        typer.echo(f"{name}: validation C {entry['harrell_c_mean']:.3f} (seed SD {entry['harrell_c_seed_sd']:.3f})")

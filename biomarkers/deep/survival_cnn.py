@@ -164,7 +164,8 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
                        latent: int = 8, width: int = 4, hidden: int = 16, dropout: float = 0.2,
                        max_epochs: int = 100, patience: int = 15, val_fraction: float = 0.2, batch_size: int = 32,
                        lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0,
-                       device: str = "cpu") -> FitResult:
+                       device: str = "cpu", encoder_state: dict | None = None,
+                       freeze_encoder: bool = False) -> FitResult:
     """Train the network on a cohort's lesion bags and clinical covariates (module docstring).
 
     Parameters
@@ -177,6 +178,12 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
         Follow-up and event indicator.
     max_epochs, patience, val_fraction, batch_size, lr, weight_decay, seed
         As :class:`biomarkers.survival.deep.DeepSurvivalModel.fit` (batch = subjects).
+    encoder_state : dict, optional
+        Pretrained weights of the patch encoder (transfer learning: e.g. the encoder of an
+        autoencoder trained on patches without outcomes, :mod:`biomarkers.deep.pretrain`); the
+        rest of the network starts from the seed's initialisation.
+    freeze_encoder : bool
+        Keep the pretrained encoder fixed and train only the pooling and the head.
     """
     clinical = np.asarray(clinical, dtype=np.float32).reshape(len(bags), -1)
     time, event = np.asarray(time, np.float64), np.asarray(event).astype(np.int64)
@@ -194,6 +201,12 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
     with seeded_deterministic(seed, dev):
         net = LesionBagCox(patches.shape[1], patches.shape[2:], clinical.shape[1], latent, width, hidden,
                            dropout).to(dev)
+        if encoder_state is not None:
+            net.encoder.load_state_dict(encoder_state)
+        if freeze_encoder:
+            if encoder_state is None:
+                raise ValueError("freeze_encoder needs a pretrained encoder_state")
+            net.encoder.requires_grad_(False)
         cohort = _Cohort(net, torch.as_tensor(patches, device=dev), offsets,
                          torch.as_tensor(clinical, device=dev), torch.Generator().manual_seed(int(seed) + 1))
         rows = torch.arange(len(bags), device=dev)

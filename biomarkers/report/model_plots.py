@@ -63,3 +63,27 @@ def model_plot(bundle, summary: pd.DataFrame | None, table: pd.DataFrame, path: 
         ax.legend()
     ax.set_title(title)
     _save(fig, path)
+
+
+def pretraining_plot(result: dict, path: str | Path, title: str) -> None:
+    """Validation C of each variant per seed (dots), their mean with the bootstrap 95 % interval, and the
+    paired difference to training from scratch."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    names = list(result["variants"])
+    for j, name in enumerate(names):
+        entry = result["variants"][name]
+        per_seed = entry["harrell_c_per_seed"]
+        ax.scatter(per_seed, np.full(len(per_seed), j) + 0.12, s=14, color="grey", zorder=3)
+        lo, hi = entry["ci95"]
+        m = entry["harrell_c_mean"]
+        ax.errorbar([m], [j], xerr=[[m - lo], [hi - m]], fmt="o", color="#2166ac", capsize=3)
+        text = f"{m:.3f}"
+        if "minus_scratch" in entry:
+            d = entry["minus_scratch"]
+            text += f"  ({d['estimate']:+.3f}, {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}, p={d['p']:.2f})"
+        ax.text(hi + 0.005, j, text, va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"Harrell's C on validation (mean of {len(result['seeds'])} seeds; grey: each seed)")
+    ax.set_title(title)
+    _save(fig, path)

@@ -270,6 +270,21 @@ for _name in UNCERTAINTY_MODELS:
 
 
 SUBTYPES = config["subtypes"]
+PRETRAINING = config["pretraining"]
+
+
+def pretraining_inputs(wildcards):
+    """Training and validation tables and patches of the end-to-end model, and every cohort's patches."""
+    return {"train": model_feature_table(SimpleNamespace(model=wildcards.model)),
+            "train_patches": f"{RESULTS}/patches/{TRAIN}.npz",
+            "validation": model_feature_table(wildcards),
+            "validation_patches": f"{RESULTS}/patches/{wildcards.cohort}.npz",
+            "every": expand(f"{RESULTS}/patches/{{cohort}}.npz", cohort=cohorts())}
+
+
+def pretraining_flags(wildcards, input):
+    """`--pretrain-patches FILE` for every cohort's patch archive."""
+    return " ".join(f"--pretrain-patches {shlex.quote(path)}" for path in input.every)
 
 
 def subtype_tables(wildcards):
@@ -320,6 +335,8 @@ def final_targets(wildcards):
         *([f"{RESULTS}/signature"] if SIGNATURE else []),
         *(expand(f"{RESULTS}/report/subtypes_{{cohort}}.png", cohort=names) if SUBTYPES["features"] else []),
         *expand(f"{RESULTS}/report/explanations_{{model}}_{{cohort}}.png", model=PATCH_MODELS, cohort=names),
+        *expand(f"{RESULTS}/report/pretraining_{{model}}_{{cohort}}.png", model=PATCH_MODELS if PRETRAINING["seeds"]
+                else [], cohort=names[1:]),
     ]
 
 

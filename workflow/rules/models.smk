@@ -404,3 +404,43 @@ rule explain:
     shell:
         "biomarkers explain --model {input.model:q} --features {input.features:q} --patches {input.patches:q}"
         " --out {output.table:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
+
+
+# Transfer learning: the end-to-end model from scratch vs with an encoder pretrained without outcomes.
+rule pretraining:
+    input:
+        unpack(pretraining_inputs),
+    output:
+        metrics=f"{RESULTS}/pretraining/{{model}}/{{cohort}}.json",
+        plot=report(
+            f"{RESULTS}/report/pretraining_{{model}}_{{cohort}}.png",
+            caption="../report/pretraining.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "pretraining, {cohort}"},
+        ),
+    params:
+        sets=model_set_flags,
+        include=model_include,
+        every=pretraining_flags,
+        seeds=",".join(str(s) for s in PRETRAINING["seeds"]),
+        epochs=PRETRAINING["epochs"],
+        bootstrap=config["evaluation"]["bootstrap"],
+        seed=config["evaluation"]["seed"],
+        train=TRAIN,
+    log:
+        f"{RESULTS}/logs/pretraining/{{model}}/{{cohort}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretraining/{{model}}/{{cohort}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "biomarkers pretraining --features {input.train:q} --patches {input.train_patches:q}"
+        " --validation-features {input.validation:q} --validation-patches {input.validation_patches:q} {params.every}"
+        " --include '{params.include}' {params.sets} --seeds {params.seeds} --pretrain-epochs {params.epochs}"
+        " --bootstrap {params.bootstrap} --seed {params.seed} --training-cohort {params.train:q}"
+        " --out {output.metrics:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
