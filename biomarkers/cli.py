@@ -35,24 +35,14 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def _torch_threads(threads: int) -> None:
-    """Pin torch's CPU threads (0 leaves torch's default); training is reproducible per thread count."""
-    if threads < 0:
-        raise ValueError(f"--threads must be 0 (default) or positive, got {threads}")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 # Options shared by `fit` and `cv`.
 _TRAINING_COHORT = typer.Option("train", help="Cohort the table must be of (its metadata, from `aggregate`): "
                                                "a validation cohort's table is refused.")
 # Preprocessing options shared by `fit`, `cv` and `uncertainty-scores`.
 _HARMONIZE, _NOT_HARMONIZED = cli_args.HARMONIZE, cli_args.NOT_HARMONIZED
 _CORR_THRESHOLD, _FDR_Q, _MAX_FEATURES = cli_args.CORR_THRESHOLD, cli_args.FDR_Q, cli_args.MAX_FEATURES
-_THREADS = typer.Option(0, help="CPU threads of torch (0: torch's default); networks are reproducible "
-                                 "bit for bit at the same thread count.")
+_THREADS = cli_args.THREADS
+_torch_threads = cli_args.torch_threads
 
 
 @app.command()

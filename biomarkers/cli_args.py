@@ -11,6 +11,18 @@ NOT_HARMONIZED = typer.Option("", help="Comma-separated features ComBat leaves a
 CORR_THRESHOLD = typer.Option(None, help="Drop one of two features with |Spearman r| above this.")
 FDR_Q = typer.Option(None, help="Keep features whose univariate Cox BH q-value is below this.")
 MAX_FEATURES = typer.Option(None, help="Keep at most this many features (best univariate p first).")
+THREADS = typer.Option(0, help="CPU threads of torch (0: torch's default); networks are reproducible "
+                               "bit for bit at the same thread count.")
+
+
+def torch_threads(threads: int) -> None:
+    """Pin torch's CPU threads (0 leaves torch's default); training is reproducible per thread count."""
+    if threads < 0:
+        raise ValueError(f"--threads must be 0 (default) or positive, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def split_list(value: str) -> list[str]:

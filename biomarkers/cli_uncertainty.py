@@ -33,12 +33,14 @@ def uncertainty_scores(features: Path = typer.Option(..., help="Training feature
                                                                         "method's out-of-fold training values."),
                        seed: int = typer.Option(0, help="Seed of the folds and bootstrap members."),
                        training_cohort: str = typer.Option("train", help="Cohort the training table must be of."),
+                       threads: int = cli_args.THREADS,
                        out: Path = typer.Option(..., help="Scores (parquet) to write: every cohort, training out-of-fold."),
                        choice: Path = typer.Option(..., help="JSON to write: methods, training areas, the chosen one.")) -> None:
     """Per-patient uncertainty of a model by MC dropout, an ensemble, input distance and a conformal bound."""
     from biomarkers.survival.bundle import read_feature_table
     from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings, uncertainty_scores_to_files
 
+    cli_args.torch_threads(threads)
     table = read_feature_table(features, training_cohort=training_cohort)
     pipeline = cli_args.pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q,
                                          max_features)
@@ -95,10 +97,12 @@ def explain(model: Path = typer.Option(..., help="Frozen end-to-end model (cnn_s
             plot: Optional[Path] = typer.Option(None, help="Figure (PNG) of the highest- and lowest-risk patients."),
             n_each: int = typer.Option(2, help="Highest- and lowest-risk patients in the figure."),
             window: int = typer.Option(4, help="Side (voxels) of the occlusion cubes."),
-            label: str = typer.Option("", help="Label for the figure title.")) -> None:
+            label: str = typer.Option("", help="Label for the figure title."),
+            threads: int = cli_args.THREADS) -> None:
     """Per lesion: attention weight and leave-one-out contribution; occlusion maps for the report."""
     from biomarkers.validation.explanations import explain_to_files
 
+    cli_args.torch_threads(threads)
     rows = explain_to_files(model, features, patches, out, plot, n_each, window, label)
     typer.echo(f"explained {rows['subject_id'].nunique()} patients, {len(rows)} lesions -> {out}")
 
@@ -118,10 +122,12 @@ def pretraining(features: Path = typer.Option(..., help="Training feature table.
                 training_cohort: str = typer.Option("train", help="Cohort the training table must be of."),
                 out: Path = typer.Option(..., help="JSON to write."),
                 plot: Optional[Path] = typer.Option(None, help="Figure (PNG)."),
-                label: str = typer.Option("", help="Label for the figure title.")) -> None:
+                label: str = typer.Option("", help="Label for the figure title."),
+                threads: int = cli_args.THREADS) -> None:
     """End-to-end CNN from scratch vs with a self-supervised pretrained encoder (fine-tuned, frozen)."""
     from biomarkers.survival.pretraining import pretraining_to_files
 
+    cli_args.torch_threads(threads)
     result = pretraining_to_files(features, patches, validation_features, validation_patches, pretrain_patches,
                                   split_list(include), key_values(set_), [int(s) for s in split_list(seeds)],
                                   pretrain_epochs, out, plot, bootstrap, seed, training_cohort, label)

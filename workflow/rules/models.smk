@@ -295,7 +295,7 @@ rule uncertainty_scores:
         "biomarkers uncertainty-scores --features {input.train:q} {params.cohorts} --model {params.kind} {params.sets}"
         " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline}"
         " --members {params.members} --folds {params.folds} --alpha {params.alpha} --c0-days {params.c0}"
-        " --abstain-quantile {params.abstain} --seed {params.seed} --training-cohort {params.train:q}"
+        " --abstain-quantile {params.abstain} --seed {params.seed} --training-cohort {params.train:q} --threads {threads}"
         " --out {output.scores:q} --choice {output.choice:q} > {log:q} 2>&1"
 
 
@@ -334,7 +334,7 @@ rule uncertainty_evaluation:
     shell:
         "biomarkers uncertainty-evaluate --scores {input.scores:q} --cohort {wildcards.cohort:q} {params.truth}"
         " --bootstrap {params.bootstrap} --seed {params.seed} --out {output.metrics:q} --table {output.table:q}"
-        " --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
+        " --plot {output.plot:q} --label {wildcards.cohort:q} > {log:q} 2>&1"
 
 
 # Imaging subtypes: k-means on the training cohort's (deep) features, frozen, assigned to every
@@ -403,7 +403,7 @@ rule explain:
         ENV
     shell:
         "biomarkers explain --model {input.model:q} --features {input.features:q} --patches {input.patches:q}"
-        " --out {output.table:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
+        " --out {output.table:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' --threads {threads} > {log:q} 2>&1"
 
 
 # Transfer learning: the end-to-end model from scratch vs with an encoder pretrained without outcomes.
@@ -443,4 +443,4 @@ rule pretraining:
         " --validation-features {input.validation:q} --validation-patches {input.validation_patches:q} {params.every}"
         " --include '{params.include}' {params.sets} --seeds {params.seeds} --pretrain-epochs {params.epochs}"
         " --bootstrap {params.bootstrap} --seed {params.seed} --training-cohort {params.train:q}"
-        " --out {output.metrics:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' > {log:q} 2>&1"
+        " --out {output.metrics:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' --threads {threads} > {log:q} 2>&1"
