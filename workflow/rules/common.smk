@@ -279,12 +279,17 @@ def pretraining_inputs(wildcards):
             "train_patches": f"{RESULTS}/patches/{TRAIN}.npz",
             "validation": model_feature_table(wildcards),
             "validation_patches": f"{RESULTS}/patches/{wildcards.cohort}.npz",
-            "every": expand(f"{RESULTS}/patches/{{cohort}}.npz", cohort=cohorts())}
+            "every": every_patch_archive(wildcards)}
 
 
-def pretraining_flags(wildcards, input):
+def every_patch_archive(wildcards):
+    """Every cohort's lesion patch archive."""
+    return expand(f"{RESULTS}/patches/{{cohort}}.npz", cohort=cohorts())
+
+
+def pretraining_flags(wildcards):
     """`--pretrain-patches FILE` for every cohort's patch archive."""
-    return " ".join(f"--pretrain-patches {shlex.quote(path)}" for path in input.every)
+    return " ".join(f"--pretrain-patches {shlex.quote(path)}" for path in every_patch_archive(wildcards))
 
 
 def subtype_tables(wildcards):
