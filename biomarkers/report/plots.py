@@ -24,7 +24,6 @@ def _save(fig, path: str | Path) -> None:
 def km_plot(scores: pd.DataFrame, metrics: Mapping, path: str | Path, title: str) -> None:
     """Kaplan-Meier curves per risk group with numbers at risk and the log-rank p-value."""
     from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     fitters = []
@@ -46,6 +45,13 @@ def km_plot(scores: pd.DataFrame, metrics: Mapping, path: str | Path, title: str
     c = metrics.get("harrell_c")
     if c is not None:
         text.append(f"Harrell's C = {c['estimate']:.3f} ({c['ci95'][0]:.3f}-{c['ci95'][1]:.3f})")
+    _finish_km(fig, ax, fitters, text, title, path)
+
+
+def _finish_km(fig, ax, fitters: list, text: list[str], title: str, path: str | Path) -> None:
+    """Labels, the statistics box, numbers at risk; save."""
+    from lifelines.plotting import add_at_risk_counts
+
     ax.text(0.98, 0.98, "\n".join(text), transform=ax.transAxes, ha="right", va="top", fontsize=8)
     ax.set_xlabel("time (days)")
     ax.set_ylabel("survival probability")
@@ -187,7 +193,6 @@ def icc_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
 def subtype_km_plot(table: pd.DataFrame, subtype, stats: Mapping, path: str | Path, title: str) -> None:
     """Kaplan-Meier curves per imaging subtype with numbers at risk and the log-rank p-value."""
     from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     fitters = []
@@ -196,13 +201,5 @@ def subtype_km_plot(table: pd.DataFrame, subtype, stats: Mapping, path: str | Pa
         km = KaplanMeierFitter(label=f"subtype {row['subtype']} (n={row['n']})").fit(table["time"][m], table["event"][m])
         km.plot_survival_function(ax=ax, ci_show=False, show_censors=True)
         fitters.append(km)
-    if stats.get("logrank_p") is not None:
-        ax.text(0.98, 0.98, f"log-rank p = {stats['logrank_p']:.2g}", transform=ax.transAxes, ha="right", va="top",
-                fontsize=8)
-    ax.set_xlabel("time (days)")
-    ax.set_ylabel("survival probability")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title)
-    if fitters:
-        add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
-    _save(fig, path)
+    text = [f"log-rank p = {stats['logrank_p']:.2g}"] if stats.get("logrank_p") is not None else []
+    _finish_km(fig, ax, fitters, text, title, path)
