@@ -97,8 +97,7 @@ def _members(entry: ModelEntry, table: pd.DataFrame, members: int, seed: int) ->
     return out
 
 
-def _score(members: list[ModelBundle], train: pd.DataFrame,
-           table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _score(members: list[ModelBundle], train: pd.DataFrame, table: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Risk of the first member with every method's raw ingredients, for the rows of ``table``."""
     from sklearn.covariance import LedoitWolf
 
@@ -114,10 +113,11 @@ def _score(members: list[ModelBundle], train: pd.DataFrame,
                         "risk": samples.mean(axis=0),
                         "u_ensemble": member_risk.std(axis=0, ddof=1) if len(members) > 1 else 0.0,
                         "u_distance": np.sqrt(LedoitWolf().fit(first.design(train)).mahalanobis(x)),
-                        "q50": conformal.survival_quantile(grid, surv, 0.5)})
+                        "q50": conformal.survival_quantile(grid, surv, 0.5),
+                        "q_alpha": conformal.survival_quantile(grid, surv, alpha)})
     if first.estimator.stochastic:
         out["u_mc_dropout"] = samples.std(axis=0, ddof=1)
-    return out, surv, grid
+    return out
 
 
 def uncertainty_scores(entry: ModelEntry, train: pd.DataFrame, cohorts: Mapping[str, pd.DataFrame],
@@ -149,9 +149,8 @@ def uncertainty_scores(entry: ModelEntry, train: pd.DataFrame, cohorts: Mapping[
     for fold, (fit_rows, held_rows) in enumerate(tqdm(splits, desc="uncertainty folds", disable=not progress)):
         part = train.iloc[fit_rows].reset_index(drop=True)
         held = train.iloc[held_rows].reset_index(drop=True)
-        scored, surv, grid = _score(_members(entry, part, settings.members, settings.seed + 1000 * fold), part, held)
-        scored["q_alpha"] = conformal.survival_quantile(grid, surv, settings.alpha)
-        parts.append(scored)
+        parts.append(_score(_members(entry, part, settings.members, settings.seed + 1000 * fold), part, held,
+                            settings.alpha))
     oof = pd.concat(parts, ignore_index=True)
     order = {sid: i for i, sid in enumerate(train["subject_id"].astype(str))}
     oof = oof.sort_values("subject_id", key=lambda s: s.map(order)).reset_index(drop=True)
@@ -159,9 +158,7 @@ def uncertainty_scores(entry: ModelEntry, train: pd.DataFrame, cohorts: Mapping[
     members = _members(entry, train, settings.members, settings.seed)
     frames = [oof.assign(cohort="train")]
     for name, table in cohorts.items():
-        scored, surv, grid = _score(members, train, table)
-        scored["q_alpha"] = conformal.survival_quantile(grid, surv, settings.alpha)
-        frames.append(scored.assign(cohort=name))
+        frames.append(_score(members, train, table, settings.alpha).assign(cohort=name))
     scores = pd.concat(frames, ignore_index=True)
     scores["lower_bound"] = bound.lower(scores["q_alpha"])
     scores["u_conformal"] = np.log(np.maximum(scores["q50"], 1e-9) / np.maximum(scores["lower_bound"], 1e-9))

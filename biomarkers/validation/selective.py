@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _estimate, _num, harrell_c
+from biomarkers.validation.metrics import _estimate, _estimates, _num, harrell_c
 from biomarkers.validation.uncertainty import discordance_rate
 
 REJECT_STEP = 0.05
@@ -134,14 +134,13 @@ def evaluate_uncertainty(scores: pd.DataFrame, methods: Mapping[str, str], ood: 
     for name, column in methods.items():
         u = scores[column].to_numpy(float)
 
-        def area(i: np.ndarray, u=u) -> float:
-            return selective_area(selective_curve(time[i], event[i], risk[i], u[i], max_reject))
+        def area_and_gain(i: np.ndarray, u=u) -> tuple[float, float]:
+            area = selective_area(selective_curve(time[i], event[i], risk[i], u[i], max_reject))
+            return area, area - harrell_c(time[i], event[i], risk[i])
 
-        def gain(i: np.ndarray, u=u) -> float:
-            return area(i) - harrell_c(time[i], event[i], risk[i])
-
+        area, gain = _estimates(area_and_gain, 2, n, n_boot, seed)  # one curve per resample for both
         entry = {"column": column, "curve": selective_curve(time, event, risk, u, max_reject).to_dict("records"),
-                 "area": bootstrap_interval(area, n, n_boot, seed), "gain": bootstrap_interval(gain, n, n_boot, seed),
+                 "area": area, "gain": gain,
                  "misprediction_auroc": bootstrap_interval(
                      lambda i, u=u: auroc(mispredicted(time[i], event[i], risk[i]), u[i]), n, n_boot, seed)}
         if ood is not None:
