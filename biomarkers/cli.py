@@ -415,7 +415,9 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         abstain_quantile: float = typer.Option(0.9, help="Abstain where the uncertainty exceeds this quantile of "
                                                          "its training values (MC-dropout models)."),
         abstain_on: str = typer.Option("risk_flip", help="Uncertainty of the abstention: risk_flip (share of "
-                                                         "MC samples in the other risk group) or risk_sd."),
+                                                         "MC samples in the other risk group), risk_sd or distance."),
+        abstention: Optional[Path] = typer.Option(None, help="choice.json of `uncertainty-choice` for this model: "
+                                                             "abstain on its chosen method (replaces --abstain-on)."),
         harmonize: bool = _HARMONIZE, not_harmonized: str = _NOT_HARMONIZED,
         corr_threshold: Optional[float] = _CORR_THRESHOLD, fdr_q: Optional[float] = _FDR_Q,
         max_features: Optional[int] = _MAX_FEATURES,
@@ -426,6 +428,7 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         threads: int = _THREADS) -> None:
     """Fit a survival model on the training cohort and freeze it."""
     from biomarkers.io.provenance import sha256_file
+    from biomarkers.io.atomic import read_json
     from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle
 
     _torch_threads(threads)
@@ -433,11 +436,12 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
     table = read_feature_table(features, training_cohort=training_cohort)
     pipeline = pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
     bags = _read_bags(patches)
+    choice = read_json(abstention, "uncertainty choice") if abstention is not None else None
     try:
         bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,
                                      l1_ratio, sha256_file(features), params,
                                      [float(h) for h in _split(horizons)] or None, abstain_quantile, pipeline,
-                                     abstain_on, bags)
+                                     abstain_on, bags, choice)
     except FeatureTableError as exc:
         if exc.path is not None:
             raise
@@ -661,6 +665,7 @@ app.command("init")(user_errors(cli_study.init))
 app.command("image-sheet")(user_errors(cli_study.image_sheet))
 app.command("signature")(user_errors(cli_study.signature))
 app.command("predict")(user_errors(cli_study.predict))
+app.command("uncertainty-choice")(user_errors(cli_uncertainty.uncertainty_choice))
 app.command("uncertainty-scores")(user_errors(cli_uncertainty.uncertainty_scores))
 app.command("uncertainty-evaluate")(user_errors(cli_uncertainty.uncertainty_evaluate))
 app.command("subtypes")(user_errors(cli_uncertainty.subtypes))

@@ -1,5 +1,6 @@
-"""The verbs of the uncertainty evaluation and subtyping: ``uncertainty-scores`` (each method's per-patient
-uncertainty, calibrated and chosen on the training cohort) and ``uncertainty-evaluate`` (how well
+"""The verbs of the uncertainty evaluation and subtyping: ``uncertainty-choice`` (each method on
+cross-validation of the training cohort, the conformal calibration and the abstention method chosen),
+``uncertainty-scores`` (each method's per-patient uncertainty in every cohort) and ``uncertainty-evaluate`` (how well
 each flags a cohort's unreliable predictions), ``subtypes`` (imaging subtypes fitted on the training
 cohort, frozen, and survival by subtype in every cohort) and ``explain`` (the end-to-end model's
 lesion attention, contributions and occlusion maps), ``pretraining`` (that model with a self-supervised
@@ -16,39 +17,79 @@ from biomarkers import cli_args
 from biomarkers.cli_args import key_values, split_list
 
 
-def uncertainty_scores(features: Path = typer.Option(..., help="Training feature table."),
-                       cohort: List[str] = typer.Option(..., help="NAME=FEATURES.parquet of a cohort to score; repeatable."),
-                       model: str = typer.Option("coxph", help="Model kind (as for `fit`)."),
-                       set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE; repeatable."),
-                       include: str = typer.Option("", help="Comma-separated feature columns."),
-                       log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
+_MODEL = typer.Option("coxph", help="Model kind (as for `fit`).")
+_SET = typer.Option([], "--set", help="Hyperparameter KEY=VALUE; repeatable.")
+_INCLUDE = typer.Option("", help="Comma-separated feature columns.")
+_LOG_FEATURES = typer.Option("", help="Comma-separated features to log1p-transform.")
+_MEMBERS = typer.Option(5, help="Ensemble members (the model and members - 1 more).")
+_FOLDS = typer.Option(5, help="Cross-validation folds of the training cohort.")
+_ALPHA = typer.Option(0.1, help="Conformal miscoverage: the bound covers 1 - alpha.")
+_C0_DAYS = typer.Option(1095.0, help="Conformal cut-off (days): the bound never exceeds it.")
+_ABSTAIN_QUANTILE = typer.Option(0.9, help="Flag above this quantile of each method's training values.")
+_SEED = typer.Option(0, help="Seed of the folds and bootstrap members.")
+_TRAINING_COHORT = typer.Option("train", help="Cohort the training table must be of.")
+
+
+def _entry_and_settings(features: Path, training_cohort: str, model: str, set_: List[str], include: str,
+                        log_features: str, pipeline_flags: tuple, settings: tuple):
+    from biomarkers.survival.bundle import read_feature_table
+    from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings
+
+    table = read_feature_table(features, training_cohort=training_cohort)
+    pipeline = cli_args.pipeline_options(table, include, *pipeline_flags)
+    entry = ModelEntry(model, split_list(include) or None, split_list(log_features), key_values(set_), pipeline)
+    return entry, UncertaintySettings(*settings)
+
+
+def uncertainty_choice(features: Path = typer.Option(..., help="Training feature table."),
+                       model: str = _MODEL, set_: List[str] = _SET, include: str = _INCLUDE,
+                       log_features: str = _LOG_FEATURES,
                        harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
                        corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
                        max_features: Optional[int] = cli_args.MAX_FEATURES,
-                       members: int = typer.Option(5, help="Ensemble members (the model and members - 1 more)."),
-                       folds: int = typer.Option(5, help="Cross-validation folds of the training cohort."),
-                       alpha: float = typer.Option(0.1, help="Conformal miscoverage: the bound covers 1 - alpha."),
-                       c0_days: float = typer.Option(1095.0, help="Conformal cut-off (days): the bound never exceeds it."),
-                       abstain_quantile: float = typer.Option(0.9, help="Abstain above this quantile of the chosen "
-                                                                        "method's out-of-fold training values."),
-                       seed: int = typer.Option(0, help="Seed of the folds and bootstrap members."),
-                       training_cohort: str = typer.Option("train", help="Cohort the training table must be of."),
-                       threads: int = cli_args.THREADS,
-                       out: Path = typer.Option(..., help="Scores (parquet) to write: every cohort, training out-of-fold."),
-                       choice: Path = typer.Option(..., help="JSON to write: methods, training areas, the chosen one.")) -> None:
-    """Per-patient uncertainty of a model by MC dropout, an ensemble, input distance and a conformal bound."""
-    from biomarkers.survival.bundle import read_feature_table
-    from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings, uncertainty_scores_to_files
+                       members: int = _MEMBERS, folds: int = _FOLDS, alpha: float = _ALPHA, c0_days: float = _C0_DAYS,
+                       abstain_quantile: float = _ABSTAIN_QUANTILE, seed: int = _SEED,
+                       training_cohort: str = _TRAINING_COHORT, threads: int = cli_args.THREADS,
+                       out: Path = typer.Option(..., help="Out-of-fold training scores (parquet) to write."),
+                       choice: Path = typer.Option(..., help="JSON to write: methods, training areas, the chosen "
+                                                             "one, the conformal calibration (for `fit --abstention`).")
+                       ) -> None:
+    """Each uncertainty method on cross-validation of the training cohort; the conformal calibration
+    and the abstention method chosen there."""
+    from biomarkers.survival.uncertainty_methods import uncertainty_choice_to_files
 
     cli_args.torch_threads(threads)
-    table = read_feature_table(features, training_cohort=training_cohort)
-    pipeline = cli_args.pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q,
-                                         max_features)
-    entry = ModelEntry(model, split_list(include) or None, split_list(log_features), key_values(set_), pipeline)
-    settings = UncertaintySettings(members, folds, alpha, c0_days, abstain_quantile, seed)
-    picked = uncertainty_scores_to_files(features, key_values(cohort, "--cohort"), entry, settings, out, choice,
+    entry, settings = _entry_and_settings(features, training_cohort, model, set_, include, log_features,
+                                          (harmonize, not_harmonized, corr_threshold, fdr_q, max_features),
+                                          (members, folds, alpha, c0_days, abstain_quantile, seed))
+    picked = uncertainty_choice_to_files(features, entry, settings, out, choice, training_cohort, progress=True)
+    typer.echo(f"{model}: abstention by {picked['rule']}")
+
+
+def uncertainty_scores(features: Path = typer.Option(..., help="Training feature table."),
+                       cohort: List[str] = typer.Option(..., help="NAME=FEATURES.parquet of a cohort to score; repeatable."),
+                       calibration: Path = typer.Option(..., help="Out-of-fold scores of `uncertainty-choice` "
+                                                                  "(made with the same flags)."),
+                       model: str = _MODEL, set_: List[str] = _SET, include: str = _INCLUDE,
+                       log_features: str = _LOG_FEATURES,
+                       harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
+                       corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
+                       max_features: Optional[int] = cli_args.MAX_FEATURES,
+                       members: int = _MEMBERS, folds: int = _FOLDS, alpha: float = _ALPHA, c0_days: float = _C0_DAYS,
+                       abstain_quantile: float = _ABSTAIN_QUANTILE, seed: int = _SEED,
+                       training_cohort: str = _TRAINING_COHORT, threads: int = cli_args.THREADS,
+                       out: Path = typer.Option(..., help="Scores (parquet) to write: every cohort, training out-of-fold.")
+                       ) -> None:
+    """Per-patient uncertainty of a model by MC dropout, an ensemble, input distance and a conformal bound."""
+    from biomarkers.survival.uncertainty_methods import uncertainty_scores_to_files
+
+    cli_args.torch_threads(threads)
+    entry, settings = _entry_and_settings(features, training_cohort, model, set_, include, log_features,
+                                          (harmonize, not_harmonized, corr_threshold, fdr_q, max_features),
+                                          (members, folds, alpha, c0_days, abstain_quantile, seed))
+    picked = uncertainty_scores_to_files(features, key_values(cohort, "--cohort"), entry, settings, calibration, out,
                                          training_cohort, progress=True)
-    typer.echo(f"{model}: abstention by {picked['chosen']} ({picked['rule']})")
+    typer.echo(f"{model}: {picked['rule']}")
 
 
 def uncertainty_evaluate(scores: Path = typer.Option(..., help="Scores of `uncertainty-scores`."),

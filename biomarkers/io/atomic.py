@@ -89,6 +89,19 @@ def write_json(obj: Any, path: str | Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Read a JSON file; a missing or malformed one is an :class:`~biomarkers.errors.InputError`."""
+    from biomarkers.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} does not exist", path=path)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{what} is not valid JSON ({exc})", path=path) from None
+
+
 def write_tsv(df: pd.DataFrame, path: str | Path, float_format: str = "%.6g") -> None:
     """Write ``df`` as a tab-separated table atomically."""
     with atomic_path(path) as tmp:

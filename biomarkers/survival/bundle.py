@@ -17,14 +17,21 @@ prediction of deterministic models), ``risk_sd`` their standard deviation (0 for
 deterministic models), ``risk_low``/``risk_high`` the 2.5 and 97.5 percentiles,
 ``risk_group`` "high" above the training cohort's median risk, ``risk_flip`` the share of
 MC-dropout samples that fall in the other risk group (how uncertain the patient's group is),
-``abstain`` True where the abstention measure (``risk_flip`` by default, or ``risk_sd``)
-exceeds its ``abstain_quantile`` in the training cohort, and ``surv_<T>`` (with
-``_low``/``_high`` bands) the survival probability at each horizon T (days).
+``abstain`` True where the abstention measure exceeds its ``abstain_quantile`` among the
+training cohort's values of the same frozen model, and ``surv_<T>`` (with ``_low``/``_high``
+bands) the survival probability at each horizon T (days). A bundle fitted with the choice of
+``uncertainty-choice`` (:func:`~biomarkers.survival.uncertainty_methods.uncertainty_choice`) also
+scores ``u_distance`` (input distance, :mod:`biomarkers.survival.measures`) when that is its measure,
+and ``lower_bound`` (the conformal lower bound on the survival time, days) with ``u_conformal``.
 
-Why ``risk_flip`` by default: the spread of a network's log-hazard grows with the size of its
-activations, so the largest ``risk_sd`` tends to belong to patients of extreme risk, whose
-ranking is the least in doubt; for stratification the question is whether the patient's
-*group* is reliable, which is what ``risk_flip`` measures.
+The abstention measure: the method with the largest selective-prediction area in cross-validation
+of the training cohort, when fitted with that choice (``mc_dropout`` is ``risk_sd``); else
+``risk_flip`` (default) or ``risk_sd``. Why ``risk_flip`` rather than ``risk_sd`` without a choice:
+the spread of a network's log-hazard grows with the size of its activations, so the largest
+``risk_sd`` tends to belong to patients of extreme risk, whose ranking is the least in doubt; for
+stratification the question is whether the patient's *group* is reliable, which ``risk_flip``
+measures. The threshold is a quantile of the frozen model's own training values, not of the
+cross-validation models', whose MC-dropout spread runs on another scale.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +48,7 @@ from biomarkers.errors import FeatureTableError, ModelBundleError
 from biomarkers.io.atomic import atomic_folder, read_parquet_metadata, write_parquet
 from biomarkers.io.provenance import sha256_file
 from biomarkers.io.subjects import check_outcome
+from biomarkers.survival import conformal, measures
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
 
@@ -58,7 +66,13 @@ CENTER = "center"
 PIPELINE_DEFAULTS: dict[str, Any] = {"harmonize": False, "combat_covariates": [], "combat_features": None,
                                      "corr_threshold": None, "fdr_q": None, "min_features": 1, "max_features": None}
 #: Uncertainty measures the abstention can use (see the module docstring).
-ABSTAIN_MEASURES = ("risk_flip", "risk_sd")
+ABSTAIN_MEASURES = ("risk_flip", "risk_sd", "distance", "conformal")
+#: Uncertainty methods (:data:`~biomarkers.survival.uncertainty_methods.METHODS`) a bundle applies
+#: itself, and its score column for each; an ensemble needs its other members, so it is not here.
+CHOICE_MEASURES = {"mc_dropout": "risk_sd", "distance": "distance", "conformal": "conformal"}
+#: Score column of each abstention measure.
+MEASURE_COLUMNS = {"risk_flip": "risk_flip", "risk_sd": "risk_sd", "distance": "u_distance",
+                   "conformal": "u_conformal"}
 #: Seed of the MC-dropout masks at scoring (recorded in the bundle; scores are reproducible).
 SCORE_SEED = 0
 
@@ -116,6 +130,24 @@ class ModelBundle:
             raise FeatureTableError("subject has no entry in the lesion patch archive (build it from the same "
                                     "subjects sheet)", subject_id=str(exc.args[0]), path=where) from None
 
+    def uncertainty(self, x: np.ndarray, samples: np.ndarray, inputs: dict) -> dict[str, np.ndarray]:
+        """Every uncertainty column of the scores: ``risk_sd``, ``risk_flip`` and, where the
+        abstention holds their state, ``u_distance``; ``lower_bound`` and ``u_conformal``."""
+        abstention = self.info["abstention"]
+        out = measures.spread(samples, self.risk_cutoff)
+        if "distance" in abstention:
+            out["u_distance"] = measures.Distance.from_dict(abstention["distance"])(x)
+        if "conformal" in abstention:
+            cal = abstention["conformal"]
+            grid = measures.quantile_grid(cal["grid_max_days"])
+            surv = self.estimator.survival_samples(x, grid, self.info["score_seed"], **inputs).mean(axis=0)
+            bound = conformal.ConformalBound(cal["alpha"], cal["c0"], cal["eta"], cal["n_calibration"],
+                                             cal["effective_n"])
+            out["lower_bound"] = bound.lower(conformal.survival_quantile(grid, surv, cal["alpha"]))
+            out["u_conformal"] = measures.conformal_score(conformal.survival_quantile(grid, surv, 0.5),
+                                                          out["lower_bound"])
+        return out
+
     def risk(self, table: pd.DataFrame, bags: "LesionBags | None" = None) -> np.ndarray:
         """Risk (higher = worse prognosis) of every row: the mean over MC-dropout samples."""
         x = self.design(table)
@@ -167,7 +199,8 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
                horizons: Sequence[float] | None = None, abstain_quantile: float = 0.9,
                pipeline: dict[str, Any] | None = None,
                abstain_on: str = "risk_flip",
-               bags: "LesionBags | None" = None) -> tuple[ModelBundle, pd.DataFrame | None]:
+               bags: "LesionBags | None" = None,
+               uncertainty_choice: Mapping[str, Any] | None = None) -> tuple[ModelBundle, pd.DataFrame | None]:
     """Fit preprocessing and model on the training table.
 
     Parameters
@@ -187,8 +220,12 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
     abstain_quantile : float
         Quantile of the training cohort's MC-dropout ``risk_sd`` above which a patient's
         score is flagged for abstention (stochastic models only).
-    abstain_on : {"risk_flip", "risk_sd"}
+    abstain_on : {"risk_flip", "risk_sd", "distance"}
         The uncertainty measure of the abstention (module docstring).
+    uncertainty_choice : dict, optional
+        The choice of :func:`~biomarkers.survival.uncertainty_methods.uncertainty_choice` for this
+        model on this training table: its chosen method replaces ``abstain_on``, and its conformal
+        calibration gives every score a lower bound on the survival time.
     pipeline : dict, optional
         Preprocessing options (:data:`PIPELINE_DEFAULTS`; see
         :class:`~biomarkers.survival.preprocess.FeaturePipeline`): ComBat across the table's
@@ -211,8 +248,7 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
     params = hyperparameters(model, given)
     if int(table["event"].sum()) < 2:
         raise FeatureTableError("training table has fewer than 2 events; cannot fit a survival model")
-    if abstain_on not in ABSTAIN_MEASURES:
-        raise ValueError(f"abstain_on must be one of {', '.join(ABSTAIN_MEASURES)}, got {abstain_on!r}")
+    abstention = _abstention_spec(model, abstain_on, uncertainty_choice, table_sha256)
     if not 0.0 < abstain_quantile < 1.0:
         raise ValueError(f"abstain_quantile must lie between 0 and 1, got {abstain_quantile}")
     time, event = table["time"].to_numpy(float), table["event"].to_numpy(int)
@@ -239,11 +275,22 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
     estimator = bundle.estimator.fit(x, time, event, names, **inputs)
     samples = estimator.risk_samples(x, SCORE_SEED, **inputs)
     risk = samples.mean(axis=0)
-    cutoff = float(np.median(risk))
+    bundle.risk_cutoff = float(np.median(risk))
+    measure, why = abstention["measure"], abstention.pop("why", "")
+    if measure == "distance":
+        abstention["distance"] = measures.Distance.fit(x).to_dict()
+    if "conformal" in abstention:
+        abstention["conformal"]["grid_max_days"] = float(time.max())
+    bundle.info["abstention"] = abstention
     threshold = None
-    if len(samples) > 1:
-        measure = _uncertainty(samples, cutoff)[abstain_on]
-        threshold = float(np.quantile(measure, abstain_quantile))
+    if len(samples) > 1 or measure in ("distance", "conformal"):
+        values = bundle.uncertainty(x, samples, inputs)[MEASURE_COLUMNS[measure]]
+        threshold = float(np.quantile(values, abstain_quantile))
+    column = MEASURE_COLUMNS[measure]
+    abstention.update(quantile=abstain_quantile, threshold=threshold,
+                      rule=f"abstain if {column} > {threshold:.4g}, the {abstain_quantile:g} quantile of the "
+                           f"training cohort's {column}{why}"
+                      if threshold is not None else "deterministic model: never abstains")
     info = {
         "bundle_format": BUNDLE_FORMAT,
         "hyperparameters": params,
@@ -256,10 +303,7 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
         "selected_features": names,
         "horizons_days": [float(h) for h in (horizons if horizons else default_horizons(time, event))],
         "risk_group_rule": "high if risk > median training risk",
-        "abstention": {"measure": abstain_on, "quantile": abstain_quantile, "threshold": threshold,
-                       "rule": f"abstain if {abstain_on} > {threshold:.4g}, the {abstain_quantile:g} quantile "
-                               f"of the training cohort's {abstain_on}"
-                       if threshold is not None else "deterministic model: never abstains"},
+        "abstention": abstention,
         "score_seed": SCORE_SEED,
         "versions": library_versions(),
         **({"lesion_patches": bundle.info["lesion_patches"]} if "lesion_patches" in bundle.info else {}),
@@ -269,8 +313,31 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
         summary = estimator.summary_
     elif model == "coxnet":
         summary = pd.DataFrame({"feature": names, "coef": estimator.coef_})
-    bundle.risk_cutoff, bundle.info = cutoff, info
+    bundle.info = info
     return bundle, summary
+
+
+def _abstention_spec(model: str, abstain_on: str, choice: Mapping[str, Any] | None, table_sha256: str) -> dict:
+    """The abstention's measure (and conformal calibration) from ``abstain_on`` or an uncertainty choice."""
+    if choice is None:
+        if abstain_on not in ABSTAIN_MEASURES or abstain_on == "conformal":
+            raise ValueError(f"abstain_on must be one of risk_flip, risk_sd, distance (conformal needs an "
+                             f"uncertainty choice), got {abstain_on!r}")
+        return {"measure": abstain_on}
+    if choice.get("model") != model:
+        raise FeatureTableError(f"uncertainty choice of model {choice.get('model')!r}, not of {model!r}")
+    made_on = choice.get("train_table_sha256", "")
+    if made_on and table_sha256 and made_on != table_sha256:
+        raise FeatureTableError("uncertainty choice made on another training table (SHA-256 "
+                                f"{made_on[:12]}, this one {table_sha256[:12]}); rerun uncertainty-choice")
+    chosen = choice["chosen"]
+    if chosen not in CHOICE_MEASURES:
+        raise FeatureTableError(f"uncertainty choice {chosen!r} is not one a single frozen model applies "
+                                f"({', '.join(CHOICE_MEASURES)})")
+    keys = ("alpha", "c0", "eta", "n_calibration", "effective_n")
+    return {"measure": CHOICE_MEASURES[chosen], "chosen_by": choice.get("rule", ""),
+            "conformal": {k: float(choice["conformal"][k]) for k in keys},
+            "why": f" ({chosen}: the largest selective-prediction area in cross-validation of the training cohort)"}
 
 
 def save_bundle(bundle: ModelBundle, summary: pd.DataFrame | None, out_dir: str | Path) -> None:
@@ -396,15 +463,17 @@ def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "fe
     risk = samples.mean(axis=0)
     stochastic = len(samples) > 1
     low, high = np.percentile(samples, [2.5, 97.5], axis=0) if stochastic else (risk, risk)
-    uncertainty = _uncertainty(samples, bundle.risk_cutoff)
+    uncertainty = bundle.uncertainty(x, samples, inputs)
     abstention = bundle.info["abstention"]
     threshold = abstention["threshold"]
+    column = MEASURE_COLUMNS[abstention["measure"]]
     scores = pd.DataFrame({
         "subject_id": table["subject_id"].astype(str).to_numpy(),
         "risk": risk, "risk_sd": uncertainty["risk_sd"], "risk_low": low, "risk_high": high,
         "risk_group": np.where(risk > bundle.risk_cutoff, "high", "low"),
         "risk_flip": uncertainty["risk_flip"],
-        "abstain": uncertainty[abstention["measure"]] > threshold if threshold is not None else np.zeros(len(x), bool),
+        **{c: uncertainty[c] for c in ("u_distance", "lower_bound", "u_conformal") if c in uncertainty},
+        "abstain": uncertainty[column] > threshold if threshold is not None else np.zeros(len(x), bool),
     })
     horizons = np.asarray(bundle.info["horizons_days"], dtype=np.float64)
     surv = bundle.estimator.survival_samples(x, horizons, seed, **inputs)  # (T, n, horizons)
@@ -417,16 +486,6 @@ def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "fe
         if col in table.columns:
             scores[col] = table[col].to_numpy()
     return scores
-
-
-def _uncertainty(samples: np.ndarray, cutoff: float) -> dict[str, np.ndarray]:
-    """``risk_sd`` and ``risk_flip`` of risk samples (T, n) around the risk-group ``cutoff``."""
-    mean = samples.mean(axis=0)
-    if len(samples) < 2:
-        zeros = np.zeros(samples.shape[1])
-        return {"risk_sd": zeros, "risk_flip": zeros}
-    flip = ((samples > cutoff) != (mean > cutoff)[None, :]).mean(axis=0)
-    return {"risk_sd": samples.std(axis=0, ddof=1), "risk_flip": flip}
 
 
 def write_scores(scores: pd.DataFrame, path: str | Path, bundle: ModelBundle) -> None:

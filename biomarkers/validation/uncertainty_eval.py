@@ -3,7 +3,7 @@
 For every method (:data:`biomarkers.survival.uncertainty_methods.METHODS`): the three evaluations
 of :func:`~biomarkers.validation.selective.evaluate_uncertainty` (out-of-distribution detection
 when a simulator's ``truth.tsv`` names the shifted subjects), and which shifted subjects each
-method flags (above the ``abstain_quantile`` of its own out-of-fold training values). For the
+method flags (above the ``abstain_quantile`` of the refitted model's training values). For the
 abstention (the method chosen on training cross-validation): Harrell's C of the retained patients
 against all. For the conformal lower bound: its coverage of the survival time, estimated from the
 censored outcome and, in a simulation, checked on the latent event times.
@@ -64,9 +64,7 @@ def evaluate_uncertainty_files(scores_path: str | Path, cohort: str, out: str | 
     methods = choice["methods"]
     result = evaluate_uncertainty(scores, methods, ood if ood is not None and 0 < np.nansum(ood) < len(ood) else None,
                                   n_boot, seed)
-    quantile = choice["settings"]["abstain_quantile"]
-    train = every[every["cohort"] == "train"]
-    flagged = {m: scores[c].to_numpy(float) > float(np.quantile(train[c], quantile)) for m, c in methods.items()}
+    flagged = {m: scores[c].to_numpy(float) > choice["thresholds"][m] for m, c in methods.items()}
     kinds = scores["shift"] if "shift" in scores.columns else pd.Series("none", index=scores.index)
     result["flagged_by_shift"] = [
         {"shift": kind, "n": int((kinds == kind).sum()),

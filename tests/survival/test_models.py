@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.covariance import LedoitWolf
 from sksurv.ensemble import RandomSurvivalForest
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.util import Surv
@@ -124,6 +125,22 @@ def test_deterministic_models_have_zero_spread_and_never_abstain(gbsg2, bundles)
         scores = score_table(bundles[name][0], test)
         assert (scores["risk_sd"] == 0).all() and (scores["risk_flip"] == 0).all() and not scores["abstain"].any()
         assert (scores["risk_low"] == scores["risk"]).all()
+
+
+def test_a_deterministic_model_abstains_on_input_distance(gbsg2, tmp_path):
+    train, test = gbsg2
+    bundle, summary = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.1, abstain_on="distance")
+    x = bundle.design(train)
+    precision = np.linalg.inv(LedoitWolf().fit(x).covariance_)  # the distance from its definition
+    centred = bundle.design(test) - x.mean(axis=0)
+    expected = np.sqrt(np.einsum("ij,jk,ik->i", centred, precision, centred))
+    scores = score_table(bundle, test)
+    np.testing.assert_allclose(scores["u_distance"], expected, rtol=1e-8)
+    assert 0.05 < score_table(bundle, train)["abstain"].mean() <= 0.1 + 1 / len(train)  # above the 0.9 quantile
+    far = test.assign(tsize=test["tsize"] * 6, pnodes=test["pnodes"] * 6)
+    assert score_table(bundle, far)["abstain"].mean() > 0.9  # measured with a scale error: flagged
+    save_bundle(bundle, summary, tmp_path / "frozen")
+    pd.testing.assert_frame_equal(score_table(load_bundle(tmp_path / "frozen"), test), scores)
 
 
 @pytest.mark.parametrize("name", ["coxph", "coxnet", "rsf"])

@@ -1,9 +1,14 @@
 """Per-patient uncertainty methods on scikit-survival's GBSG2 (real data) with planted outliers."""
+import json
+
 import numpy as np
 import pytest
 
+from biomarkers.errors import FeatureTableError, InputError
+from biomarkers.survival.bundle import CHOICE_MEASURES, fit_bundle, score_table
 from biomarkers.survival.conformal import coverage
-from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings, uncertainty_scores
+from biomarkers.survival.uncertainty_methods import (ModelEntry, UncertaintySettings, uncertainty_choice_to_files,
+                                                     uncertainty_scores, uncertainty_scores_to_files)
 from biomarkers.validation.selective import auroc
 
 from gbsg2 import FEATURES, LOGS
@@ -45,14 +50,54 @@ def test_conformal_bound_covers_the_held_out_patients(scored):
     assert choice["conformal"]["n_calibration"] > 100
 
 
-def test_abstention_uses_the_best_method_on_training_cross_validation(scored):
+def test_abstention_uses_the_best_frozen_method_on_training_cross_validation(scored):
     (scores, choice), settings, _ = scored
     areas = choice["training_area"]
-    assert choice["chosen"] == max(areas, key=areas.get)
+    assert choice["eligible"] == ["distance", "conformal"]  # an ensemble needs its other members
+    assert choice["chosen"] == max(choice["eligible"], key=areas.get)
     column = choice["methods"][choice["chosen"]]
-    train = scores[scores["cohort"] == "train"]
-    assert choice["threshold"] == pytest.approx(np.quantile(train[column], settings.abstain_quantile))
     np.testing.assert_array_equal(scores["abstain"], scores[column] > choice["threshold"])
+    held = scores[scores["cohort"] == "outliers"]
+    if choice["chosen"] == "distance":  # every planted outlier lies beyond the 0.9 training quantile
+        assert held["abstain"].mean() > 0.9
+
+
+def test_a_bundle_fitted_with_the_choice_abstains_where_the_scores_do(gbsg2, scored):
+    (scores, choice), settings, train = scored
+    _, test = gbsg2
+    bundle, _ = fit_bundle(train, "coxph", FEATURES, LOGS, params={"penalizer": 0.1},
+                           abstain_quantile=settings.abstain_quantile, uncertainty_choice=choice)
+    abstention = bundle.info["abstention"]
+    assert abstention["measure"] == CHOICE_MEASURES[choice["chosen"]]
+    assert abstention["threshold"] == pytest.approx(choice["threshold"], rel=1e-12)
+    frozen, theirs = score_table(bundle, test), scores[scores["cohort"] == "test"]
+    np.testing.assert_array_equal(frozen["abstain"], theirs["abstain"])
+    np.testing.assert_allclose(frozen["lower_bound"], theirs["lower_bound"], rtol=1e-12)
+    # above the training 0.9 quantile: at most 10 % of the training cohort (fewer where values tie at the quantile)
+    assert 0.05 < score_table(bundle, train)["abstain"].mean() <= 0.1 + 1 / len(train)
+    with pytest.raises(FeatureTableError, match="not of 'coxnet'"):
+        fit_bundle(train, "coxnet", FEATURES, LOGS, uncertainty_choice=choice)
+    with pytest.raises(FeatureTableError, match="not one a single frozen model applies"):
+        fit_bundle(train, "coxph", FEATURES, LOGS, uncertainty_choice={**choice, "chosen": "ensemble"})
+
+
+def test_the_scores_refuse_a_calibration_of_another_training_table(gbsg2, tmp_path):
+    train, test = gbsg2
+    entry = ModelEntry("coxph", FEATURES, LOGS, {"penalizer": 0.1})
+    settings = UncertaintySettings(members=2, folds=3, c0_days=1500)
+    train.to_parquet(tmp_path / "train.parquet")
+    test.to_parquet(tmp_path / "test.parquet")
+    choice = uncertainty_choice_to_files(tmp_path / "train.parquet", entry, settings, tmp_path / "cal.parquet",
+                                         tmp_path / "choice.json")
+    assert json.loads((tmp_path / "choice.json").read_text()) == choice
+    with pytest.raises(InputError, match="another training table"):
+        uncertainty_scores_to_files(tmp_path / "test.parquet", {"x": tmp_path / "train.parquet"}, entry, settings,
+                                    tmp_path / "cal.parquet", tmp_path / "scores.parquet")
+    with pytest.raises(InputError, match="other settings"):
+        uncertainty_scores_to_files(tmp_path / "train.parquet", {"test": tmp_path / "test.parquet"}, entry,
+                                    UncertaintySettings(members=3, folds=3, c0_days=1500), tmp_path / "cal.parquet",
+                                    tmp_path / "scores.parquet")
+    assert not (tmp_path / "scores.parquet").exists()
 
 
 def test_scores_are_reproducible(gbsg2, scored):

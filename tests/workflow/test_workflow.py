@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from biomarkers.survival.bundle import CHOICE_MEASURES
+
 ROOT = Path(__file__).parents[2]
 
 
@@ -67,7 +69,15 @@ def test_every_stage_wrote_its_outputs(tiny_run):
     # the uncertainty methods of deepsurv (tiny config), chosen on training CV, evaluated on the validation cohort
     choice = json.loads((tiny_run / "uncertainty" / "deepsurv" / "choice.json").read_text())
     assert set(choice["methods"]) == {"mc_dropout", "ensemble", "distance", "conformal"}
-    assert choice["chosen"] == max(choice["training_area"], key=choice["training_area"].get)
+    assert choice["chosen"] == max(choice["eligible"], key=choice["training_area"].get)
+    # fit froze that choice into the model: its validation scores abstain where the uncertainty scores do
+    frozen = json.loads((tiny_run / "models" / "deepsurv" / "model.json").read_text())["info"]["abstention"]
+    assert frozen["measure"] == CHOICE_MEASURES[choice["chosen"]] and frozen["conformal"]["eta"] == choice["conformal"]["eta"]
+    every = pd.read_parquet(tiny_run / "uncertainty" / "deepsurv" / "scores.parquet")
+    mine = every[every["cohort"] == "validation"].set_index("subject_id")
+    theirs = pd.read_parquet(tiny_run / "scores" / "deepsurv" / "validation.parquet").set_index("subject_id")
+    np.testing.assert_allclose(theirs["risk"], mine.loc[theirs.index, "risk"], rtol=1e-6)
+    np.testing.assert_array_equal(theirs["abstain"], mine.loc[theirs.index, "abstain"])
     evaluation = json.loads((tiny_run / "uncertainty" / "deepsurv" / "validation.json").read_text())
     assert evaluation["n"] == (sheet["cohort"] == "validation").sum() and 0 <= evaluation["conformal"]["true"] <= 1
     assert (tiny_run / "report" / "uncertainty_evaluation_deepsurv_validation.png").stat().st_size > 10_000

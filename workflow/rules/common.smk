@@ -303,6 +303,24 @@ def validation_cohorts():
     return [c for c in cohorts() if c != TRAIN]
 
 
+def uncertainty_flags(wildcards):
+    """Settings of `uncertainty-choice` and `uncertainty-scores` (the same for both)."""
+    return (f"--members {UNCERTAINTY['members']} --folds {config['model']['cv_folds']} --alpha {UNCERTAINTY['alpha']}"
+            f" --c0-days {UNCERTAINTY['c0_days']} --abstain-quantile {config['model']['abstain_quantile']}"
+            f" --seed {config['evaluation']['seed']}")
+
+
+def abstention_input(wildcards):
+    """The uncertainty choice `fit` freezes into a model the uncertainty methods are compared for."""
+    if wildcards.model not in UNCERTAINTY_MODELS:
+        return {}
+    return {"abstention": f"{RESULTS}/uncertainty/{wildcards.model}/choice.json"}
+
+
+def abstention_flag(wildcards, input):
+    return f"--abstention {shlex.quote(input.abstention)}" if "abstention" in input.keys() else ""
+
+
 def uncertainty_cohort_tables(wildcards):
     """Feature tables of the training cohort and every validation cohort, for the uncertainty scores."""
     tables = {"train": model_feature_table(SimpleNamespace(model=wildcards.model))}

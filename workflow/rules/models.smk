@@ -65,6 +65,7 @@ rule crossvalidate:
 rule fit:
     input:
         unpack(patches_input),
+        unpack(abstention_input),
         features=model_feature_table,
     output:
         model=directory(f"{RESULTS}/models/{{model}}"),
@@ -83,6 +84,7 @@ rule fit:
         horizons=",".join(str(h) for h in config["model"]["horizons_days"]),
         abstain=config["model"]["abstain_quantile"],
         patches=patches_flag,
+        abstention=abstention_flag,
         train=TRAIN,
     log:
         f"{RESULTS}/logs/fit/{{model}}.log",
@@ -97,8 +99,8 @@ rule fit:
     shell:
         "biomarkers fit --features {input.features:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
         " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
-        " --horizons '{params.horizons}' --abstain-quantile {params.abstain} {params.patches} --threads {threads}"
-        " --training-cohort {params.train:q} > {log:q} 2>&1"
+        " --horizons '{params.horizons}' --abstain-quantile {params.abstain} {params.patches} {params.abstention}"
+        " --threads {threads} --training-cohort {params.train:q} > {log:q} 2>&1"
 
 
 rule score:
@@ -259,13 +261,14 @@ rule signature:
         " --covariates '{params.covariates}' {params.categorical} --texture {params.texture} > {log:q} 2>&1"
 
 
-# Uncertainty methods compared (MC dropout, ensemble, input distance, conformal bound), calibrated
-# and chosen by cross-validation of the training cohort, scored on every validation cohort.
-rule uncertainty_scores:
+# Uncertainty methods compared (MC dropout, ensemble, input distance, conformal bound) on
+# cross-validation of the training cohort: the conformal calibration and the abstention method,
+# which `fit` freezes into the model.
+rule uncertainty_choice:
     input:
-        unpack(uncertainty_cohort_tables),
+        train=model_feature_table,
     output:
-        scores=f"{RESULTS}/uncertainty/{{model}}/scores.parquet",
+        calibration=f"{RESULTS}/uncertainty/{{model}}/calibration.parquet",
         choice=f"{RESULTS}/uncertainty/{{model}}/choice.json",
     params:
         kind=model_kind_param,
@@ -273,13 +276,40 @@ rule uncertainty_scores:
         pipeline=pipeline_flags,
         include=model_include,
         log_features=model_log_features,
+        settings=uncertainty_flags,
+        train=TRAIN,
+    log:
+        f"{RESULTS}/logs/uncertainty_choice/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/uncertainty_choice/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "biomarkers uncertainty-choice --features {input.train:q} --model {params.kind} {params.sets}"
+        " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline} {params.settings}"
+        " --training-cohort {params.train:q} --threads {threads} --out {output.calibration:q}"
+        " --choice {output.choice:q} > {log:q} 2>&1"
+
+
+# Each method's uncertainty in every validation cohort, from the models refitted on the training cohort.
+rule uncertainty_scores:
+    input:
+        unpack(uncertainty_cohort_tables),
+        calibration=rules.uncertainty_choice.output.calibration,
+    output:
+        scores=f"{RESULTS}/uncertainty/{{model}}/scores.parquet",
+    params:
+        kind=model_kind_param,
+        sets=model_set_flags,
+        pipeline=pipeline_flags,
+        include=model_include,
+        log_features=model_log_features,
         cohorts=cohort_table_flags,
-        members=UNCERTAINTY["members"],
-        folds=config["model"]["cv_folds"],
-        alpha=UNCERTAINTY["alpha"],
-        c0=UNCERTAINTY["c0_days"],
-        abstain=config["model"]["abstain_quantile"],
-        seed=config["evaluation"]["seed"],
+        settings=uncertainty_flags,
         train=TRAIN,
     log:
         f"{RESULTS}/logs/uncertainty_scores/{{model}}.log",
@@ -293,13 +323,14 @@ rule uncertainty_scores:
         ENV
     shell:
         "biomarkers uncertainty-scores --features {input.train:q} {params.cohorts} --model {params.kind} {params.sets}"
-        " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline}"
-        " --members {params.members} --folds {params.folds} --alpha {params.alpha} --c0-days {params.c0}"
-        " --abstain-quantile {params.abstain} --seed {params.seed} --training-cohort {params.train:q} --threads {threads}"
-        " --out {output.scores:q} --choice {output.choice:q} > {log:q} 2>&1"
+        " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline} {params.settings}"
+        " --calibration {input.calibration:q} --training-cohort {params.train:q} --threads {threads}"
+        " --out {output.scores:q} > {log:q} 2>&1"
 
 
 rule uncertainty_evaluation:
+    wildcard_constraints:
+        cohort=r"(?!choice\.)[^/]+",  # uncertainty/<model>/choice.json is uncertainty_choice's
     input:
         unpack(truth_input),
         scores=rules.uncertainty_scores.output.scores,
