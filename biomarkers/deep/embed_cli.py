@@ -19,22 +19,9 @@ from biomarkers.deep.embed import embed_lesions
 from biomarkers.deep.lesion_bags import bags_from_sheet
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import write_parquet
+from biomarkers.io.layout import lesion_mask_path
 
 #: File name of a subject's lesion mask inside a masks folder (as the workflow's segment rule writes it).
-MASK_NAME = "{subject_id}_lesions.nii.gz"
-
-
-def lesion_mask_path(masks: str | Path, subject_id: str) -> Path:
-    """The lesion mask of ``subject_id``: ``masks`` formatted if it holds ``{subject_id}``, else
-    ``masks / "<subject_id>_lesions.nii.gz"`` for a folder."""
-    text = str(masks)
-    if "{subject_id}" in text:
-        return Path(text.format(subject_id=subject_id))
-    if not Path(text).is_dir():
-        raise InputError("masks must be a folder or a file pattern containing {subject_id}", path=text)
-    return Path(text) / MASK_NAME.format(subject_id=subject_id)
-
-
 def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, out: str | Path,
                                  latent: int = 32, epochs: int = 20, seed: int = 0, batch_size: int = 16,
                                  lr: float = 1e-3, width: int = 8,

@@ -31,6 +31,7 @@ from biomarkers.deep.crops import PatchSpec, subject_patches
 from biomarkers.deep.normalise import normalisation_record
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.atomic import atomic_path
+from biomarkers.io.layout import lesion_mask_path
 from biomarkers.io.subjects import check_subject_files, read_subjects
 
 #: ``format`` entry of the archive's ``spec``.
@@ -138,7 +139,7 @@ def bags_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, s
         The ``cohort`` value whose subjects are read.
     masks : str or Path
         Folder of ``<subject_id>_lesions.nii.gz`` label images, or a pattern with ``{subject_id}``
-        (:func:`biomarkers.deep.embed_cli.lesion_mask_path`).
+        (:func:`biomarkers.io.layout.lesion_mask_path`).
     spec : PatchSpec
         Patch size, voxels and channels.
 
@@ -149,7 +150,6 @@ def bags_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, s
     InputError
         A subject's image or mask is missing or not on the PET grid (naming subject and file).
     """
-    from biomarkers.deep.embed_cli import lesion_mask_path
 
     columns = ["pet"] + (["ct"] if spec.with_ct else [])
     sheet = read_subjects(subjects_path, required=["subject_id", "cohort", *columns])

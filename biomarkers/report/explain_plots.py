@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from biomarkers.report.plots import _save  # noqa: E402
+from biomarkers.report.plots import save_figure  # noqa: E402
 
 MAX_LESIONS = 4
 
@@ -43,4 +43,4 @@ def explanation_plot(cases: Sequence[dict], path: str | Path, title: str) -> Non
         axes[r, 0].set_ylabel(f"{case['subject_id']}\n{kind} risk {case['risk']:+.2f}", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biomarkers.report.plots import _save, coefficient_plot, plt
+from biomarkers.report.plots import save_figure, coefficient_plot, plt
 
 
 def permutation_importance(bundle, table: pd.DataFrame, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
     """Mean and SD over ``repeats`` of the drop in Harrell's C when each feature is permuted."""
-    from biomarkers.validation.metrics import harrell_c
+    from biomarkers.stats import harrell_c
 
     x = bundle.design(table)
     time, event = table["time"].to_numpy(float), table["event"].to_numpy(int)
@@ -62,7 +62,7 @@ def model_plot(bundle, summary: pd.DataFrame | None, table: pd.DataFrame, path: 
         ax.set_ylabel("loss (negative log partial likelihood)" if cox else "loss (NLL)")
         ax.legend()
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def pretraining_plot(result: dict, path: str | Path, title: str) -> None:
@@ -86,4 +86,4 @@ def pretraining_plot(result: dict, path: str | Path, title: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel(f"Harrell's C on validation (mean of {len(result['seeds'])} seeds; grey: each seed)")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)

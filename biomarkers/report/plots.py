@@ -15,7 +15,7 @@ from biomarkers.io.atomic import atomic_path  # noqa: E402
 _GROUP_COLOURS = {"low": "#1b7837", "high": "#b2182b"}
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -59,7 +59,7 @@ def _finish_km(fig, ax, fitters: list, text: list[str], title: str, path: str | 
     ax.set_title(title)
     if fitters:
         add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def cindex_plot(rows: pd.DataFrame, path: str | Path, title: str) -> None:
@@ -76,7 +76,7 @@ def cindex_plot(rows: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_xlim(0.3, 1.0)
     ax.set_xlabel("C-index (95 % bootstrap interval); 0.5 = chance")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def model_cindex_plot(metrics: pd.DataFrame, path: str | Path) -> None:
@@ -113,7 +113,7 @@ def model_cindex_plot(metrics: pd.DataFrame, path: str | Path) -> None:
         ax.set_title(f"{cohort} (n = {int(part['n'].iloc[0])})" if "n" in part and len(part) else cohort)
     axes[0][0].set_yticks(y, models)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def coefficient_plot(summary: pd.DataFrame, path: str | Path, title: str) -> None:
@@ -125,7 +125,7 @@ def coefficient_plot(summary: pd.DataFrame, path: str | Path, title: str) -> Non
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("log hazard ratio per standard deviation")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def segmentation_quality_plot(cases: pd.DataFrame, path: str | Path, title: str) -> None:
@@ -144,7 +144,7 @@ def segmentation_quality_plot(cases: pd.DataFrame, path: str | Path, title: str)
     axes[0].set_xlim(0, 1)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 _PET_METRICS = ("suv_max", "suv_mean", "suv_peak", "suv_peak_global", "mtv_ml", "tlg")
@@ -187,7 +187,7 @@ def icc_plot(table: pd.DataFrame, path: str | Path, title: str) -> None:
     ax.set_xlim(-0.05, 1.0)
     ax.set_xlabel("intra-class correlation (right margin: share with ICC >= 0.75)")
     ax.set_title(title, fontsize=10, pad=16)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def subtype_km_plot(table: pd.DataFrame, subtype, stats: Mapping, path: str | Path, title: str) -> None:

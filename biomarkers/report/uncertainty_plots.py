@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from biomarkers.report.plots import _save  # noqa: E402
+from biomarkers.report.plots import save_figure  # noqa: E402
 
 _COLOURS = {"mc_dropout": "#1b9e77", "ensemble": "#d95f02", "distance": "#7570b3", "conformal": "#e7298a"}
 _SHIFT_MARKERS = {"none": ("o", "#999999"), "scanner": ("s", "#d95f02"), "bulky": ("^", "#7570b3"),
@@ -81,4 +81,4 @@ def uncertainty_evaluation_plot(evaluation: Mapping, scores: pd.DataFrame, cover
     ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

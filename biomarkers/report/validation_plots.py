@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from biomarkers.report.plots import _save  # noqa: E402
+from biomarkers.report.plots import save_figure  # noqa: E402
 
 
 def calibration_plot(cal_table: pd.DataFrame, curve: Mapping, path: str | Path, title: str) -> None:
@@ -51,7 +51,7 @@ def calibration_plot(cal_table: pd.DataFrame, curve: Mapping, path: str | Path, 
     ax.set_ylabel("observed event probability")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def message_plot(path: str | Path, title: str, text: str) -> None:
@@ -62,7 +62,7 @@ def message_plot(path: str | Path, title: str, text: str) -> None:
     ax.axis("off")
     ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 60)), ha="center", va="center", fontsize=9)
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _interval_rows(checks: Mapping) -> list[tuple[str, dict]]:
@@ -129,4 +129,4 @@ def uncertainty_plot(scores: pd.DataFrame, path: str | Path, title: str, checks:
     right.set_xlim(0.3, 1.0)
     right.set_xlabel("Harrell's C (95 % bootstrap interval)")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from biomarkers.errors import FeatureTableError
 from biomarkers.survival.bundle import fit_bundle, score_table
-from biomarkers.validation.metrics import harrell_c, uno_c
+from biomarkers.stats import harrell_c, uno_c
 
 
 def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],

@@ -137,7 +137,7 @@ class Coxnet(LinearCox):
         from sksurv.linear_model import CoxnetSurvivalAnalysis
         from sksurv.util import Surv
 
-        from biomarkers.validation.metrics import harrell_c
+        from biomarkers.stats import harrell_c
 
         p = self.params
         y = Surv.from_arrays(event=event.astype(bool), time=time.astype(float))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from biomarkers.validation.metrics import bootstrap_values, harrell_c
+from biomarkers.stats import bootstrap_values, harrell_c
 
 VARIANTS = ("scratch", "finetuned", "frozen")
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
+from biomarkers.stats import estimates
 
 _EPS = 1e-10
 _KNOT_PERCENTILES = (10.0, 50.0, 90.0)
@@ -206,13 +207,12 @@ def calibration_metrics(time: np.ndarray, event: np.ndarray, surv_prob: np.ndarr
         ``horizon_days``, ``method``, ``ici``, ``e50``, ``e90`` (estimate, ci95, n_boot_used),
         ``n_groups``, ``table`` (list of row dicts), ``curve`` (see :func:`calibration_curve`).
     """
-    from biomarkers.validation.metrics import _estimates
 
     time = np.asarray(time, dtype=float)
     event = np.asarray(event).astype(bool)
     risk = 1.0 - np.asarray(surv_prob, dtype=float)
     try:
-        ici, e50, e90 = _estimates(lambda i: calibration_errors(time[i], event[i], risk[i], horizon_days),
+        ici, e50, e90 = estimates(lambda i: calibration_errors(time[i], event[i], risk[i], horizon_days),
                                    3, len(time), n_boot, seed)
         curve = calibration_curve(time, event, risk, horizon_days)
     except ValueError as exc:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _num, bootstrap_values, harrell_c, uno_c
+from biomarkers.stats import bootstrap_values, harrell_c, num, uno_c
 
 
 def align_scores(scores: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -126,6 +126,6 @@ def compare_models(scores: Mapping[str, pd.DataFrame], n_boot: int = 1000, seed:
             boot = boot[np.isfinite(boot)]
             lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (None, None)
             rows.append({"model_a": a, "model_b": b, "metric": name, "c_a": ca, "c_b": cb,
-                         "difference": ca - cb, "ci_low": _num(lo), "ci_high": _num(hi),
+                         "difference": ca - cb, "ci_low": num(lo), "ci_high": num(hi),
                          "p": bootstrap_p(boot), "n_boot_used": int(len(boot))})
     return pd.DataFrame(rows)

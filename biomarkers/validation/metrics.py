@@ -17,130 +17,13 @@ Paired model comparison: :mod:`biomarkers.validation.compare`.
 """
 from __future__ import annotations
 
-import hashlib
-from typing import Callable, Sequence
-
 import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
+from biomarkers.stats import bootstrap, bootstrap_values, estimate, harrell_c, uno_c
 
-
-def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
-    from sksurv.util import Surv
-
-    return Surv.from_arrays(event=event.astype(bool), time=time.astype(float))
-
-
-_PAIRWISE_MAX = 4000  # subjects up to which Harrell's C is counted on the n x n pair matrix
-
-
-def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's concordance index (higher risk should mean shorter time).
-
-    The same pairs and ties as ``sksurv.metrics.concordance_index_censored`` (tied risks
-    within 1e-8 count 1/2; an event is comparable with every later time and with a
-    censoring at its own time), counted at once on the pair matrix: the counts are integers,
-    so the value is the same float, at about 1/100 of the time on a bootstrap resample.
-    Inputs sksurv would refuse, cohorts of more than 4000 subjects and cohorts without a
-    comparable pair go to sksurv itself (its errors and its value).
-    """
-    time, event, risk = np.asarray(time, dtype=float), np.asarray(event).astype(bool), np.asarray(risk, dtype=float)
-    n = len(time)
-    if (2 <= n <= _PAIRWISE_MAX and len(event) == n and risk.shape == (n,) and event.any()
-            and np.isfinite(time).all() and np.isfinite(risk).all()):
-        later = time[None, :] > time[:, None]
-        comparable = event[:, None] & (later | ((time[None, :] == time[:, None]) & ~event[None, :]))
-        pairs = int(comparable.sum())
-        if pairs:
-            tied = np.abs(risk[None, :] - risk[:, None]) <= 1e-8
-            concordant = int((comparable & ~tied & (risk[None, :] < risk[:, None])).sum())
-            return float((concordant + 0.5 * int((comparable & tied).sum())) / pairs)
-    from sksurv.metrics import concordance_index_censored
-
-    return float(concordance_index_censored(event, time, risk)[0])
-
-
-def uno_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, tau: float,
-          censoring_time: np.ndarray | None = None, censoring_event: np.ndarray | None = None) -> float:
-    """Uno's IPCW concordance truncated at ``tau``.
-
-    The censoring distribution is estimated on (``censoring_time``, ``censoring_event``),
-    by default the same subjects.
-    """
-    from sksurv.metrics import concordance_index_ipcw
-
-    if censoring_time is None:
-        censoring_time, censoring_event = time, event
-    return float(concordance_index_ipcw(_surv(censoring_time, censoring_event), _surv(time, event), risk, tau=tau)[0])
-
-
-def bootstrap_values(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> np.ndarray:
-    """``statistic(indices)`` on each of ``n_boot`` seeded resamples of ``range(n)`` with replacement.
-
-    NaN where the statistic is undefined on a resample (it raises ``ValueError`` or
-    ``ZeroDivisionError``, e.g. no comparable pair); the same seed gives the same resamples, so
-    two statistics' values line up resample by resample.
-    """
-    rng = np.random.default_rng(seed)
-    values = np.full(n_boot, np.nan)
-    for k in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        try:
-            values[k] = statistic(idx)
-        except (ValueError, ZeroDivisionError):
-            continue
-    return values
-
-
-def bootstrap(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> np.ndarray:
-    """The finite :func:`bootstrap_values`: resamples on which the statistic is undefined (not
-    finite, or raising) are skipped; their number is reported.
-    """
-    values = bootstrap_values(statistic, n, n_boot, seed)
-    return values[np.isfinite(values)]
-
-
-def _estimate(statistic: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int) -> dict:
-    boot = bootstrap(statistic, n, n_boot, seed)
-    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (None, None)
-    return {"estimate": statistic(np.arange(n)), "ci95": [_num(lo), _num(hi)], "n_boot_used": int(len(boot))}
-
-
-def _estimates(statistics: Callable[[np.ndarray], Sequence[float]], k: int, n: int, n_boot: int,
-               seed: int) -> list[dict]:
-    """:func:`_estimate` of each of the ``k`` values returned by ``statistics(indices)``.
-
-    Every value gets the same seeded resamples as every other statistic with that seed;
-    ``statistics`` is evaluated once per resample (cached by resample), not ``k`` times.
-    A value that is undefined on a resample skips that resample for that value only.
-    """
-    cache: dict[bytes, object] = {}
-
-    def value(j: int) -> Callable[[np.ndarray], float]:
-        def stat(idx: np.ndarray) -> float:
-            key = hashlib.sha1(np.ascontiguousarray(idx).tobytes()).digest()
-            if key not in cache:
-                try:
-                    cache[key] = np.asarray(statistics(idx), dtype=np.float64)
-                except (ValueError, ZeroDivisionError) as exc:
-                    cache[key] = exc
-            got = cache[key]
-            if isinstance(got, Exception):
-                raise got
-            return float(got[j])
-        return stat
-
-    out = []
-    for j in range(k):
-        est = _estimate(value(j), n, n_boot, seed)
-        out.append({**est, "estimate": _num(est["estimate"])})
-    return out
-
-
-def _num(value) -> float | None:
-    """A float for JSON, or None where undefined (JSON has no NaN)."""
-    return None if value is None or not np.isfinite(value) else float(value)
+__all__ = ["bootstrap", "bootstrap_values", "evaluate_scores", "harrell_c", "risk_group_stats", "uno_c"]
 
 
 def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame | None = None, n_boot: int = 1000,
@@ -202,15 +85,15 @@ def evaluate_scores(scores: pd.DataFrame, truth: pd.DataFrame | None = None, n_b
     out: dict = {
         "n_subjects": n, "n_events": int(event.sum()),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "interval": "percentile"},
-        "harrell_c": _estimate(lambda i: harrell_c(time[i], event[i], risk[i]), n, n_boot, seed),
-        "uno_c": _estimate(lambda i: uno_c(time[i], event[i], risk[i], tau, ctime, cevent), n, n_boot, seed),
+        "harrell_c": estimate(lambda i: harrell_c(time[i], event[i], risk[i]), n, n_boot, seed),
+        "uno_c": estimate(lambda i: uno_c(time[i], event[i], risk[i], tau, ctime, cevent), n, n_boot, seed),
     }
     out["uno_c"]["tau_days"] = tau
     if censoring_outcome is not None:
         out["uno_c"]["censoring"] = f"training outcome (n={len(ctime)})"
     if truth is not None:
         lp = _align_truth(scores, truth)
-        out["oracle_harrell_c"] = _estimate(lambda i: harrell_c(time[i], event[i], lp[i]), n, n_boot, seed)
+        out["oracle_harrell_c"] = estimate(lambda i: harrell_c(time[i], event[i], lp[i]), n, n_boot, seed)
     out["risk_groups"] = risk_group_stats(scores)
     out.update(_probability_metrics(scores, n_boot, seed, horizon_days, censoring_outcome, calibration_groups))
     if uncertainty and "risk_sd" in scores.columns and (scores["risk_sd"].to_numpy(float) > 0).any():

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _estimate, _estimates, _num, harrell_c
+from biomarkers.stats import estimates, guarded_estimate, harrell_c, num
 from biomarkers.validation.uncertainty import discordance_rate
 
 REJECT_STEP = 0.05
@@ -84,17 +84,13 @@ def bootstrap_interval(statistic, n: int, n_boot: int, seed: int) -> dict:
     """Estimate and 95 % percentile interval of ``statistic(indices)``; all ``None`` where it is undefined
     on the whole cohort, and resamples where it is undefined skipped."""
 
-    def guarded(i: np.ndarray) -> float:
+    def finite(i: np.ndarray) -> float:
         value = statistic(i)
         if not np.isfinite(value):
             raise ValueError("undefined on this resample")
         return value
 
-    try:
-        est = _estimate(guarded, n, n_boot, seed)
-    except (ValueError, ZeroDivisionError):
-        return {"estimate": None, "ci95": [None, None], "n_boot_used": 0}
-    return {**est, "estimate": _num(est["estimate"])}
+    return guarded_estimate(finite, n, n_boot, seed)
 
 
 def evaluate_uncertainty(scores: pd.DataFrame, methods: Mapping[str, str], ood: np.ndarray | None = None,
@@ -126,7 +122,7 @@ def evaluate_uncertainty(scores: pd.DataFrame, methods: Mapping[str, str], ood: 
     if n < 5:
         raise FeatureTableError(f"{n} subject(s): too few for the uncertainty evaluation")
     wrong = mispredicted(time, event, risk)
-    out: dict = {"n": n, "harrell_c_all": _num(harrell_c(time, event, risk)),
+    out: dict = {"n": n, "harrell_c_all": num(harrell_c(time, event, risk)),
                  "n_mispredicted": int(np.nansum(wrong)), "methods": {}}
     if ood is not None:
         ood = np.asarray(ood, float)
@@ -138,7 +134,7 @@ def evaluate_uncertainty(scores: pd.DataFrame, methods: Mapping[str, str], ood: 
             area = selective_area(selective_curve(time[i], event[i], risk[i], u[i], max_reject))
             return area, area - harrell_c(time[i], event[i], risk[i])
 
-        area, gain = _estimates(area_and_gain, 2, n, n_boot, seed)  # one curve per resample for both
+        area, gain = estimates(area_and_gain, 2, n, n_boot, seed)  # one curve per resample for both
         entry = {"column": column, "curve": selective_curve(time, event, risk, u, max_reject).to_dict("records"),
                  "area": area, "gain": gain,
                  "misprediction_auroc": bootstrap_interval(

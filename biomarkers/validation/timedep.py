@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
+from biomarkers.stats import estimates, surv_array
 
 _SURV_COLUMN = re.compile(r"^surv_(\d+)$")
 
@@ -92,17 +93,11 @@ def usable_horizons(time: np.ndarray, event: np.ndarray, horizons: Sequence[floa
     return used, dropped
 
 
-def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
-    from sksurv.util import Surv
-
-    return Surv.from_arrays(event=np.asarray(event).astype(bool), time=np.asarray(time, dtype=float))
-
-
 def _censoring(time: np.ndarray, event: np.ndarray, censoring_time: np.ndarray | None,
                censoring_event: np.ndarray | None) -> np.ndarray:
     if censoring_time is None:
-        return _surv(time, event)
-    return _surv(censoring_time, censoring_event)
+        return surv_array(time, event)
+    return surv_array(censoring_time, censoring_event)
 
 
 def time_dependent_auc(time: np.ndarray, event: np.ndarray, estimate: np.ndarray, times: Sequence[float],
@@ -132,7 +127,7 @@ def time_dependent_auc(time: np.ndarray, event: np.ndarray, estimate: np.ndarray
     from sksurv.metrics import cumulative_dynamic_auc
 
     auc, mean_auc = cumulative_dynamic_auc(_censoring(time, event, censoring_time, censoring_event),
-                                           _surv(time, event), estimate, np.asarray(times, dtype=float))
+                                           surv_array(time, event), estimate, np.asarray(times, dtype=float))
     return np.asarray(auc, dtype=float), float(mean_auc)
 
 
@@ -159,7 +154,7 @@ def brier_scores(time: np.ndarray, event: np.ndarray, surv_prob: np.ndarray, tim
     """
     from sksurv.metrics import brier_score
 
-    _, scores = brier_score(_censoring(time, event, censoring_time, censoring_event), _surv(time, event),
+    _, scores = brier_score(_censoring(time, event, censoring_time, censoring_event), surv_array(time, event),
                             np.asarray(surv_prob, dtype=float), np.asarray(times, dtype=float))
     return np.asarray(scores, dtype=float)
 
@@ -217,7 +212,6 @@ def timedep_metrics(time: np.ndarray, event: np.ndarray, surv_prob: np.ndarray, 
         ``horizon_days``), ``mean_time_dependent_auc`` and ``integrated_brier_score``
         (``None`` estimate with a ``note`` when fewer than 2 horizons).
     """
-    from biomarkers.validation.metrics import _estimates
 
     time = np.asarray(time, dtype=float)
     event = np.asarray(event).astype(bool)
@@ -235,7 +229,7 @@ def timedep_metrics(time: np.ndarray, event: np.ndarray, surv_prob: np.ndarray, 
         return [*auc, mean_auc if k >= 2 else np.nan, *brier, ibs]
 
     try:
-        est = _estimates(statistics, 2 * k + 2, len(time), n_boot, seed)
+        est = estimates(statistics, 2 * k + 2, len(time), n_boot, seed)
     except ValueError as exc:  # e.g. a censoring distribution that ends before the cohort's follow-up
         raise FeatureTableError(f"time-dependent metrics undefined on this cohort: {exc}") from exc
     out: dict = {

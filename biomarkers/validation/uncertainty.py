@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.validation.metrics import _estimate, _num, harrell_c
+from biomarkers.stats import estimate, guarded_estimate, harrell_c, num
 
 _TIED_TOL = 1e-8  # sksurv's tolerance for tied risks
 
@@ -123,25 +123,16 @@ def uncertainty_checks(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
         m = tertile == k
         out["risk_sd_tertiles"].append({"tertile": k + 1, "risk_sd_min": float(sd[m].min()),
                                         "risk_sd_max": float(sd[m].max()), "n": int(m.sum()),
-                                        "harrell_c": _guarded(c_in(m), n, n_boot, seed)})
+                                        "harrell_c": guarded_estimate(c_in(m), n, n_boot, seed)})
     rate = discordance_rate(time, event, risk)
-    rho = _estimate(lambda i: _spearman(sd[i], discordance_rate(time[i], event[i], risk[i])), n, n_boot, seed)
+    rho = estimate(lambda i: _spearman(sd[i], discordance_rate(time[i], event[i], risk[i])), n, n_boot, seed)
     ok = np.isfinite(rate)
     p = spearmanr(sd[ok], rate[ok]).pvalue if np.isfinite(rho["estimate"]) else np.nan
-    out["discordance_spearman"] = {**rho, "estimate": _num(rho["estimate"]), "p": _num(p), "n": int(ok.sum())}
+    out["discordance_spearman"] = {**rho, "estimate": num(rho["estimate"]), "p": num(p), "n": int(ok.sum())}
     if "abstain" in scores.columns:
         out["abstention"] = _abstention(time, event, risk, scores["abstain"].to_numpy(bool), n_boot, seed,
                                         risk_cutoff)
     return out
-
-
-def _guarded(statistic, n: int, n_boot: int, seed: int) -> dict:
-    """:func:`_estimate` with ``None`` instead of an error where the full-cohort value is undefined."""
-    try:
-        est = _estimate(statistic, n, n_boot, seed)
-    except (ValueError, ZeroDivisionError):
-        return {"estimate": None, "ci95": [None, None], "n_boot_used": 0}
-    return {**est, "estimate": _num(est["estimate"])}
 
 
 def _abstention(time: np.ndarray, event: np.ndarray, risk: np.ndarray, abstain: np.ndarray,
@@ -155,12 +146,12 @@ def _abstention(time: np.ndarray, event: np.ndarray, risk: np.ndarray, abstain: 
         return lambda i: harrell_c(time[i][mask[i]], event[i][mask[i]], risk[i][mask[i]])
 
     out: dict = {"n_abstained": int(abstain.sum()), "n_retained": int(keep.sum()),
-                 "all": _guarded(c(None), n, n_boot, seed), "retained": _guarded(c(keep), n, n_boot, seed),
-                 "abstained": _guarded(c(abstain), n, n_boot, seed)}
-    out["retained_minus_all"] = _guarded(lambda i: c(keep)(i) - c(None)(i), n, n_boot, seed)
+                 "all": guarded_estimate(c(None), n, n_boot, seed), "retained": guarded_estimate(c(keep), n, n_boot, seed),
+                 "abstained": guarded_estimate(c(abstain), n, n_boot, seed)}
+    out["retained_minus_all"] = guarded_estimate(lambda i: c(keep)(i) - c(None)(i), n, n_boot, seed)
     if risk_cutoff is not None:
         near = np.zeros(n, bool)
         near[np.argsort(np.abs(risk - risk_cutoff), kind="stable")[: int(abstain.sum())]] = True
-        out["nearest_cutoff"] = _guarded(c(~near), n, n_boot, seed)
-        out["retained_minus_nearest_cutoff"] = _guarded(lambda i: c(keep)(i) - c(~near)(i), n, n_boot, seed)
+        out["nearest_cutoff"] = guarded_estimate(c(~near), n, n_boot, seed)
+        out["retained_minus_nearest_cutoff"] = guarded_estimate(lambda i: c(keep)(i) - c(~near)(i), n, n_boot, seed)
     return out

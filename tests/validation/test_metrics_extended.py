@@ -19,7 +19,8 @@ from biomarkers.errors import FeatureTableError
 from biomarkers.validation.calibration import calibration_errors, calibration_table
 from biomarkers.validation.compare import compare_models
 from biomarkers.validation.evaluate import evaluate_to_files, metrics_rows
-from biomarkers.validation.metrics import _estimate, evaluate_scores, harrell_c
+from biomarkers.stats import estimate
+from biomarkers.validation.metrics import evaluate_scores, harrell_c
 from biomarkers.validation.timedep import brier_scores, integrated_brier, survival_columns, timedep_metrics
 from biomarkers.validation.uncertainty import discordance_rate, uncertainty_checks
 
@@ -75,11 +76,11 @@ def test_timedep_equals_sksurv(gbsg2):
 
 
 def test_bootstrap_shares_resamples(gbsg2):
-    """Every value of the cached multi-statistic bootstrap equals a plain `_estimate` of it."""
+    """Every value of the cached multi-statistic bootstrap equals a plain `estimate` of it."""
     y, s = gbsg2["y_test"], gbsg2["surv"]
     t, e = y["time"], y["cens"]
     got = timedep_metrics(t, e, s, HORIZONS, 30, 5)
-    ref = _estimate(lambda i: brier_scores(t[i], e[i], s[i], HORIZONS, t, e)[2], len(t), 30, 5)
+    ref = estimate(lambda i: brier_scores(t[i], e[i], s[i], HORIZONS, t, e)[2], len(t), 30, 5)
     assert got["brier_score"][2] == {"horizon_days": 1095.0, **ref}
     lo, hi = got["integrated_brier_score"]["ci95"]
     assert lo < got["integrated_brier_score"]["estimate"] < hi
