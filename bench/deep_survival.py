@@ -24,7 +24,7 @@ from sksurv.column import encode_categorical
 from sksurv.datasets import load_gbsg2
 
 from biomarkers.survival.deep import DeepSurvivalModel, _mc_outputs_loop
-from biomarkers.survival.deep_train import MLP, draw_masks, mc_forward_batched, mc_forward_loop
+from biomarkers.deep.training import MLP, draw_masks, mc_forward_batched, mc_forward_loop
 
 BATCH_SIZE, LR, WEIGHT_DECAY = 64, 1e-3, 1e-3
 

@@ -26,10 +26,10 @@ import time
 import numpy as np
 import torch
 
-from biomarkers.deep.infer import sliding_window_probabilities
+from biomarkers.segment.unet_infer import sliding_window_probabilities
 from biomarkers.deep.normalise import input_channels
 from biomarkers.deep.unet import UNet3D
-from biomarkers.deep.unet_train import read_case, train_unet
+from biomarkers.segment.unet_train import read_case, train_unet
 from biomarkers.io.subjects import read_subjects
 
 DEMO_SHAPE_ZYX = (213, 86, 120)

@@ -87,7 +87,7 @@ def mask(source: Path = typer.Argument(..., help="Label image (NIfTI/NRRD), DICO
          subject_id: str = typer.Option("", help="Subject ID for messages.")) -> None:
     """Any reference mask format -> a label image on the PET grid."""
     from biomarkers.io.images import read_image, write_image
-    from biomarkers.io.masks import read_mask
+    from biomarkers.imaging.masks import read_mask
 
     sid = subject_id or None
     labels = read_mask(source, read_image(reference, sid), sid, resample=resample, roi_names=roi or None,
@@ -191,7 +191,7 @@ def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet,
                seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
                device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
     """Train the 3D U-Net on a cohort's reference lesion masks (patches balanced lesion/background)."""
-    from biomarkers.deep.unet_cli import train_unet_from_sheet
+    from biomarkers.segment.unet_run import train_unet_from_sheet
 
     _torch_threads(threads)
     history = train_unet_from_sheet(subjects, cohort, out, epochs, patches_per_epoch, seed, use_ct,
@@ -236,7 +236,7 @@ def train_autoencoder(subjects: Path = typer.Option(..., help="Subjects sheet wi
                       threads: int = _THREADS,
                       device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
     """Self-supervised 3D autoencoder on the lesion-centred patches of a cohort (for `embed`)."""
-    from biomarkers.deep.embed_cli import train_autoencoder_from_sheet
+    from biomarkers.features.embed_run import train_autoencoder_from_sheet
 
     _torch_threads(threads)
 
@@ -257,7 +257,7 @@ def embed(image: Path = typer.Option(..., help="SUV image."),
           subject_id: str = typer.Option("", help="Subject ID (default: the image file name without extension)."),
           device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
     """CNN-derived lesion features (deep_*), in the layout of `features`."""
-    from biomarkers.deep.embed_cli import embed_to_parquet
+    from biomarkers.features.embed_run import embed_to_parquet
 
     sid = subject_id or image.name.split(".")[0]
     table = embed_to_parquet(image, ct, mask, sid, model, out, device)

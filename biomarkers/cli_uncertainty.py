@@ -166,7 +166,7 @@ def pretraining(features: Path = typer.Option(..., help="Training feature table.
                 label: str = typer.Option("", help="Label for the figure title."),
                 threads: int = cli_args.THREADS) -> None:
     """End-to-end CNN from scratch vs with a self-supervised pretrained encoder (fine-tuned, frozen)."""
-    from biomarkers.survival.pretraining import pretraining_to_files
+    from biomarkers.validation.pretraining import pretraining_to_files
 
     cli_args.torch_threads(threads)
     result = pretraining_to_files(features, patches, validation_features, validation_patches, pretrain_patches,

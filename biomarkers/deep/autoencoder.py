@@ -5,10 +5,10 @@ convolutions (the last three with stride 2, so 32^3 -> 4^3) and a linear layer t
 bottleneck vector of ``latent`` features; the decoder mirrors it with stride-2 transposed
 convolutions. The loss is the mean squared error on the image channels (PET and CT; the
 lesion-mask channel is an input only). The encoder's vector is the ``deep_*`` feature
-vector of :mod:`biomarkers.deep.embed`.
+vector of :mod:`biomarkers.features.embed`.
 
 Training is seeded: weights are initialised on the CPU under ``torch.manual_seed(seed)``
-inside :func:`biomarkers.survival.deep_train.seeded_deterministic` (the caller's RNG state is
+inside :func:`biomarkers.deep.training.seeded_deterministic` (the caller's RNG state is
 left alone), the batch order comes from a CPU ``torch.Generator`` seeded ``seed`` and the
 flips from one seeded ``seed + 1``. On the CPU two runs with the same torch version and
 thread count (recorded as ``cpu_threads``) give identical weights and checkpoint bytes; other
@@ -36,7 +36,7 @@ from biomarkers.deep.crops import IMAGE_CHANNELS, PatchSpec
 from biomarkers.deep.normalise import normalisation_record
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.atomic import atomic_path
-from biomarkers.survival.deep_train import batches, resolve_device, seeded_deterministic
+from biomarkers.deep.training import batches, resolve_device, seeded_deterministic
 
 #: ``format`` entry of the checkpoints written here.
 CHECKPOINT_FORMAT = "biomarkers.deep.autoencoder"

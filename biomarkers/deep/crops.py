@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from biomarkers.deep.normalise import ct_channel, pet_channel
 from biomarkers.errors import InputError
-from biomarkers.features.lesions import label_array
+from biomarkers.imaging.masks import label_array
 from biomarkers.io.images import check_same_geometry, read_image, read_image_pair, spacing_zyx_mm, to_array
 
 #: Channel names, in the order they are stacked.

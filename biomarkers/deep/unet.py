@@ -13,7 +13,7 @@ Layout (``depth`` = number of downsamplings, ``c`` = ``base_channels``)::
 
 ``n_classes = 1``: one lesion logit (sigmoid; lesion vs background). ``n_classes > 1``: one
 logit per class (softmax), e.g. background, the physiological organs and lesion for the
-organ-aware network of :mod:`biomarkers.deep.unet_train`.
+organ-aware network of :mod:`biomarkers.segment.unet_train`.
 
 A block is two ``3x3x3 conv -> instance norm (affine) -> leaky ReLU`` units, followed by
 channel dropout when ``dropout > 0``. Instance norm, not batch norm: training batches hold
@@ -22,7 +22,7 @@ convolutions instead of max pooling, whose CUDA backward pass is not determinist
 
 Input sizes need not be multiples of ``2**depth``: :meth:`UNet3D.forward` pads each spatial
 axis at its end, by repeating the edge voxels, up to the next multiple and crops the logits
-back to the input size. The sliding-window inference of :mod:`biomarkers.deep.infer` feeds
+back to the input size. The sliding-window inference of :mod:`biomarkers.segment.unet_infer` feeds
 windows of the training patch size (a multiple of ``2**depth``) and pads with the channels'
 background values itself, so this internal padding only matters for direct calls.
 
@@ -32,9 +32,15 @@ predictions agree closely but not exactly.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from biomarkers.deep.normalise import normalisation_record
+from biomarkers.deep.training import resolve_device
+from biomarkers.errors import InputError, ModelBundleError
 
 
 class ConvBlock(nn.Sequential):
@@ -138,3 +144,54 @@ class UNet3D(nn.Module):
         for up, block, skip in zip(self.up, self.decoder, reversed(skips)):
             h = block(torch.cat([up(h), skip], dim=1))
         return self.head(h)[:, :, :sz, :sy, :sx]
+
+
+#: Checkpoint format tag; bump when the layout changes.
+CHECKPOINT_FORMAT = "biomarkers.unet3d/2"
+#: Formats :func:`load_unet` reads.
+READABLE_FORMATS = ("biomarkers.unet3d/1", CHECKPOINT_FORMAT)
+
+
+def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet3D, dict]:
+    """Load a checkpoint written by :func:`biomarkers.segment.unet_train.train_unet` onto ``device`` (eval mode).
+
+    Loads with ``map_location`` and ``weights_only=True``, so a checkpoint trained on a GPU
+    loads on a CPU-only machine and no arbitrary code is unpickled.
+
+    Returns
+    -------
+    model : UNet3D
+    info : dict
+        The checkpoint without ``state_dict`` (patch size, normalisation, training record, ...).
+
+    Raises
+    ------
+    InputError
+        The file does not exist.
+    ModelBundleError
+        The file is not a U-Net checkpoint of this format, or its normalisation differs from
+        the one this version of the pipeline applies.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("U-Net checkpoint does not exist", path=path)
+    dev = resolve_device(device)
+    try:
+        state = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelBundleError(f"{path}: not a readable U-Net checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
+        raise ModelBundleError(f"{path}: not a U-Net checkpoint of format {' or '.join(READABLE_FORMATS)}")
+    state.setdefault("classes", ["lesion"])  # format 1: lesion-only, each image's own grid
+    state.setdefault("organ_labels", [])
+    state.setdefault("spacing_mm", None)
+    config = state["model_config"]
+    expected = normalisation_record(config["in_channels"] == 2)
+    if state["normalisation"] != expected:
+        raise ModelBundleError(f"{path}: checkpoint normalisation {state['normalisation']} differs from "
+                               f"this pipeline's {expected}; retrain or use the matching version")
+    model = UNet3D(**config)
+    model.load_state_dict(state["state_dict"])
+    model.to(dev).eval()
+    return model, {k: v for k, v in state.items() if k != "state_dict"}

@@ -10,8 +10,13 @@ import SimpleITK as sitk
 from biomarkers.errors import InputError
 from biomarkers.features.pet import pet_metrics
 from biomarkers.features.radiomics import make_extractor, radiomics_features
-from biomarkers.io.provenance import file_record
+from biomarkers.imaging.masks import label_array
 from biomarkers.io.images import read_image_pair, spacing_zyx_mm, to_array
+from biomarkers.io.provenance import file_record
+
+
+#: What :func:`image_lesion_features` does with a lesion pyradiomics cannot use.
+UNUSABLE = ("missing", "drop", "raise")
 
 
 def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: str,
@@ -49,29 +54,6 @@ def lesion_features(image_path: str | Path, mask_path: str | Path, subject_id: s
     metadata: dict = {"subject_id": subject_id, "image": file_record(image_path), "mask": file_record(mask_path)}
     metadata.update(settings)
     return table, metadata
-
-
-def label_array(mask: sitk.Image, subject_id: str | None = None,
-                mask_path: str | Path | None = None) -> np.ndarray:
-    """The lesion labels of ``mask`` as an integer array (z, y, x), checked.
-
-    Raises
-    ------
-    InputError
-        If the mask holds non-integer or negative values.
-    """
-    labels = to_array(mask)
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.mod(labels, 1) == 0):
-            raise InputError("mask is not a label image (non-integer values)", subject_id, mask_path)
-        labels = labels.astype(np.int64)
-    if labels.min() < 0:
-        raise InputError("mask has negative labels", subject_id, mask_path)
-    return labels
-
-
-#: What :func:`image_lesion_features` does with a lesion pyradiomics cannot use.
-UNUSABLE = ("missing", "drop", "raise")
 
 
 def image_lesion_features(image: sitk.Image, mask: sitk.Image, subject_id: str,

@@ -23,7 +23,8 @@ from scipy import ndimage
 
 from biomarkers.errors import InputError
 from biomarkers.features.icc import BOOKKEEPING_COLUMNS
-from biomarkers.features.lesions import image_lesion_features, label_array
+from biomarkers.features.lesions import image_lesion_features
+from biomarkers.imaging.masks import label_array
 from biomarkers.io.images import like, read_image_pair, spacing_zyx_mm, to_array
 from biomarkers.io.provenance import file_record
 from biomarkers.simulate.scanner import FWHM_PER_SIGMA, add_pet_noise

@@ -77,8 +77,7 @@ def _interval_rows(checks: Mapping) -> list[tuple[str, dict]]:
     return [(label, est) for label, est in rows if est.get("estimate") is not None]
 
 
-def uncertainty_plot(scores: pd.DataFrame, path: str | Path, title: str, checks: Mapping | None = None,
-                     n_boot: int = 1000, seed: int = 0) -> None:
+def uncertainty_plot(scores: pd.DataFrame, path: str | Path, title: str, checks: Mapping) -> None:
     """Per-subject discordance against ``risk_sd``, and Harrell's C by tertile and abstention.
 
     Parameters
@@ -89,16 +88,12 @@ def uncertainty_plot(scores: pd.DataFrame, path: str | Path, title: str, checks:
         PNG to write (atomically).
     title : str
         Figure title.
-    checks : mapping, optional
+    checks : mapping
         Output of :func:`biomarkers.validation.uncertainty.uncertainty_checks` (e.g. the
-        ``uncertainty`` entry of the metrics); computed here with ``n_boot`` and ``seed`` if absent.
-    n_boot, seed : int
-        Bootstrap settings used only when ``checks`` is not given.
+        ``uncertainty`` entry of the metrics).
     """
-    from biomarkers.validation.uncertainty import discordance_rate, uncertainty_checks
+    from biomarkers.stats import discordance_rate
 
-    if checks is None:
-        checks = uncertainty_checks(scores, n_boot, seed)
     rate = discordance_rate(scores["time"].to_numpy(float), scores["event"].to_numpy(int),
                             scores["risk"].to_numpy(float))
     sd = scores["risk_sd"].to_numpy(float)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
-from biomarkers.io.masks import read_mask
+from biomarkers.imaging.masks import read_mask
 from biomarkers.io.subjects import check_subject_files, read_subjects
 from biomarkers.segment.organs import organ_dice
 from biomarkers.segment.plausibility import check_segmentation

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from biomarkers.io.images import read_image, spacing_zyx_mm, to_array
-from biomarkers.io.masks import read_mask
+from biomarkers.imaging.masks import read_mask
 from biomarkers.segment.threshold import label_components
 
 

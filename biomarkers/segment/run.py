@@ -42,7 +42,7 @@ def segment_subject(pet: Path, out: Path, settings: SegmentSettings, *, ct: Path
 
     organ_array = None
     if settings.method == "unet":
-        from biomarkers.deep.unet_cli import segment_with_unet
+        from biomarkers.segment.unet_run import segment_with_unet
 
         if settings.model is None:
             raise InputError("--method unet needs --model CHECKPOINT (from `biomarkers train-unet`)", subject_id, pet)

@@ -151,7 +151,7 @@ def _grow_from_maxima(suv: np.ndarray, candidates: np.ndarray, fraction: float,
 def label_components(binary: np.ndarray, spacing_mm: Sequence[float], min_volume_ml: float) -> np.ndarray:
     """Connected components (26-neighbourhood) of ``binary`` as lesions 1..n (uint16), numbered in
     raster order of each one's first voxel, those under ``min_volume_ml`` dropped: the lesion
-    numbering of every segmentation method here and of the U-Net (:mod:`biomarkers.deep.infer`)."""
+    numbering of every segmentation method here and of the U-Net (:mod:`biomarkers.segment.unet_infer`)."""
     labels, _ = ndimage.label(binary, structure=_STRUCTURE)
     return _renumber(labels, float(np.prod(spacing_mm)) / 1000.0, min_volume_ml)
 

@@ -185,7 +185,7 @@ def _lesion_table(signature: Signature, row: pd.Series, work: Path) -> tuple[pd.
     table, meta = lesion_features(pet, lesions, sid, signature.folder / "radiomics.yaml")
     write_parquet(table, work / "lesions.parquet", meta)
     if signature.state.get("autoencoder"):
-        from biomarkers.deep.embed_cli import embed_to_parquet
+        from biomarkers.features.embed_run import embed_to_parquet
 
         deep_ct = (ct or _needed(row, "ct", "the deep features read the CT")) if s.deep_ct else None
         more = embed_to_parquet(pet, deep_ct, lesions, sid, signature.folder / "autoencoder.pt",
@@ -236,7 +236,7 @@ def _ct(row: pd.Series, pet: Path, work: Path) -> Path | None:
 def _mask(row: pd.Series, pet: Path, work: Path) -> Path:
     """The patient's reference lesion mask: a label image, or an RTSTRUCT / DICOM-SEG brought onto
     the PET grid as the workflow does (`biomarkers mask`)."""
-    from biomarkers.io.masks import LABEL_IMAGE_SUFFIXES, read_mask
+    from biomarkers.imaging.masks import LABEL_IMAGE_SUFFIXES, read_mask
 
     path = _needed(row, "mask", "segmentation: reference")
     if path.name.lower().endswith(LABEL_IMAGE_SUFFIXES):

@@ -1,6 +1,6 @@
 """Tabular deep survival models with Monte Carlo dropout uncertainty.
 
-Three kinds, one multilayer perceptron (see :class:`~biomarkers.survival.deep_train.MLP`):
+Three kinds, one multilayer perceptron (see :class:`~biomarkers.deep.training.MLP`):
 
 ``"deepsurv"``
     One output, the log-hazard ratio, trained with the Cox partial likelihood
@@ -36,7 +36,7 @@ runs in eval mode (batch-norm uses running statistics) but every hidden layer's 
 is multiplied by a Bernoulli keep-mask; the T passes are one batched forward pass per
 chunk of patients, each patient's row repeated T times. Masks are drawn on the CPU (also
 when scoring on CUDA), each patient's from streams seeded by ``seed`` and the patient's input
-row (:func:`biomarkers.survival.deep_train.draw_masks`), so they depend neither on the chunk
+row (:func:`biomarkers.deep.training.draw_masks`), so they depend neither on the chunk
 size ``batch_size`` nor on the other patients scored with it: the same
 call gives identical numbers, and another chunk size, another batch of patients or the Python-loop reference
 (:func:`_mc_outputs_loop`) the same numbers up to float32 rounding (matrix products of
@@ -61,9 +61,11 @@ import pandas as pd
 import torch
 from sklearn.exceptions import NotFittedError
 
-from biomarkers.io.atomic import atomic_path
-from biomarkers.survival.deep_train import (MLP, draw_masks, mc_forward_batched, mc_forward_loop, resolve_device,
+from biomarkers.deep.training import (MLP, draw_masks, mc_forward_batched, mc_forward_loop, resolve_device,
                                             seeded_deterministic, stratified_split, train)
+from biomarkers.io.atomic import atomic_path
+from biomarkers.survival.breslow import breslow_baseline, breslow_survival
+from biomarkers.survival.losses import cox_loss, deephit_loss, logistic_hazard_loss
 
 KINDS = ("deepsurv", "logistic_hazard", "deephit")
 STATE_FORMAT = 1
@@ -156,7 +158,7 @@ class DeepSurvivalModel:
         x, time, event = _check_data(x, time, event)
         device = resolve_device(self.device)
         if self.kind == "deepsurv":
-            n_out, loss_fn = 1, _cox_loss
+            n_out, loss_fn = 1, cox_loss
             targets = (torch.as_tensor(time, dtype=torch.float32), torch.as_tensor(event, dtype=torch.float32))
         else:
             from pycox.preprocessing.label_transforms import LabTransDiscreteTime
@@ -164,8 +166,8 @@ class DeepSurvivalModel:
             idx, ev = labtrans.fit_transform(time, event.astype(np.float64))
             self.cuts_ = np.asarray(labtrans.cuts, dtype=np.float64)
             n_out = len(self.cuts_)
-            loss_fn = _logistic_hazard_loss if self.kind == "logistic_hazard" else \
-                functools.partial(_deephit_loss, alpha=self.alpha, sigma=self.sigma)
+            loss_fn = logistic_hazard_loss if self.kind == "logistic_hazard" else \
+                functools.partial(deephit_loss, alpha=self.alpha, sigma=self.sigma)
             targets = (torch.as_tensor(idx, dtype=torch.long), torch.as_tensor(ev, dtype=torch.float32))
         train_idx, val_idx = stratified_split(event, val_fraction, seed)
         with seeded_deterministic(seed, device):
@@ -371,33 +373,6 @@ class DeepSurvivalModel:
         return x
 
 
-def breslow_baseline(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Breslow estimate of the baseline cumulative hazard at the distinct event times.
-
-    ``H0(t) = sum over event times s <= t of d(s) / sum_{j: t_j >= s} exp(risk_j)``, with
-    ``d(s)`` the number of events at ``s`` (Breslow 1972), so that
-    ``S(t | x) = exp(-H0(t) exp(risk(x)))``.
-    """
-    time, risk = np.asarray(time, np.float64), np.asarray(risk, np.float64)
-    order = np.argsort(time, kind="stable")
-    t_sorted = time[order]
-    at_risk = np.cumsum(np.exp(risk[order])[::-1])[::-1]  # sum of exp(risk) over t_j >= t_sorted[i]
-    event_times, deaths = np.unique(time[np.asarray(event) == 1], return_counts=True)
-    first = np.searchsorted(t_sorted, event_times, side="left")
-    return event_times, np.cumsum(deaths / at_risk[first])
-
-
-def breslow_survival(baseline_time: np.ndarray, baseline_cumhaz: np.ndarray, times: np.ndarray,
-                     risk: np.ndarray) -> np.ndarray:
-    """``S(t | x) = exp(-H0(t) exp(risk))`` at ``times`` for risks of any shape: (..., len(times)).
-
-    ``H0`` is the step function of :func:`breslow_baseline` (0 before the first event time).
-    """
-    pos = np.searchsorted(baseline_time, times, side="right") - 1
-    h0 = np.where(pos >= 0, baseline_cumhaz[np.maximum(pos, 0)], 0.0)
-    return np.exp(-h0 * np.exp(np.asarray(risk))[..., None])
-
-
 def _grid_survival(phi: np.ndarray) -> np.ndarray:
     """Survival at the cuts from hazard logits: ``prod (1 - sigmoid(phi))`` = ``exp(-cumsum softplus)``."""
     return np.exp(-np.cumsum(np.logaddexp(0.0, phi), axis=-1))
@@ -418,26 +393,6 @@ def _mc_outputs_loop(model: DeepSurvivalModel, x: np.ndarray, mc_samples: int, s
     xt = torch.as_tensor(x, dtype=torch.float32, device=model.device_)
     out = mc_forward_loop(model.net_, xt, [m.to(model.device_) for m in masks])
     return out.cpu().numpy().astype(np.float64)
-
-
-def _cox_loss(log_h: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor | None:
-    from pycox.models.loss import CoxPHLoss
-    if not bool(event.any()):
-        return None
-    return CoxPHLoss()(log_h[:, 0], time, event)
-
-
-def _logistic_hazard_loss(phi: torch.Tensor, idx: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
-    from pycox.models.loss import NLLLogistiHazardLoss
-    return NLLLogistiHazardLoss()(phi, idx, event)
-
-
-def _deephit_loss(phi: torch.Tensor, idx: torch.Tensor, event: torch.Tensor, alpha: float,
-                  sigma: float) -> torch.Tensor:
-    from pycox.models.data import pair_rank_mat
-    from pycox.models.loss import DeepHitSingleLoss
-    rank = torch.as_tensor(pair_rank_mat(idx.cpu().numpy(), event.cpu().numpy()), device=phi.device)
-    return DeepHitSingleLoss(alpha, sigma)(phi, idx, event, rank)
 
 
 def _check_data(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -20,7 +20,7 @@ and offers one interface, :class:`SurvivalModel`:
     early stopping on a stratified split of the training rows; scored with ``mc_samples``
     MC-dropout passes (0: deterministic).
 ``cnn_survival``
-    End-to-end: :class:`~biomarkers.deep.survival_cnn.LesionBagCox`, a 3D CNN over each
+    End-to-end: :class:`~biomarkers.survival.cnn.LesionBagCox`, a 3D CNN over each
     subject's lesion patches (multi-instance pooling) joined by the design matrix (the
     clinical covariates), trained with the Cox partial likelihood; scored with MC dropout.
     It needs the subjects' lesion patches (:class:`~biomarkers.deep.lesion_bags.LesionBags`,
@@ -41,7 +41,8 @@ import numpy as np
 
 from biomarkers.errors import BiomarkerError, ModelBundleError
 from biomarkers.io.provenance import file_record, sha256_file
-from biomarkers.survival.deep import DeepSurvivalModel, breslow_baseline, breslow_survival
+from biomarkers.survival.breslow import breslow_baseline, breslow_survival
+from biomarkers.survival.deep import DeepSurvivalModel
 from biomarkers.survival.hyperparameters import DEFAULTS, MODELS, hyperparameters
 
 __all__ = ["DEFAULTS", "MODELS", "hyperparameters", "make_model", "SurvivalModel"]
@@ -319,7 +320,7 @@ class CNNSurvival(SurvivalModel):
         return bags
 
     def fit(self, x, time, event, names=None, **inputs):
-        from biomarkers.deep.survival_cnn import fit_lesion_bag_cox
+        from biomarkers.survival.cnn import fit_lesion_bag_cox
 
         p = self.params
         fitted = fit_lesion_bag_cox(self._bags(inputs, len(x)), x, time, event, latent=p["latent"], width=p["width"],
@@ -337,7 +338,7 @@ class CNNSurvival(SurvivalModel):
         return self
 
     def risk_samples(self, x, seed=0, **inputs):
-        from biomarkers.deep.survival_cnn import risk_samples
+        from biomarkers.survival.cnn import risk_samples
 
         return risk_samples(self.net_, self._bags(inputs, len(x)), x, self.params["mc_samples"], seed)
 
@@ -346,7 +347,7 @@ class CNNSurvival(SurvivalModel):
         return breslow_survival(self.baseline_time_, self.baseline_cumhaz_, times, risk)
 
     def state(self, folder):
-        from biomarkers.deep.survival_cnn import network_bytes
+        from biomarkers.survival.cnn import network_bytes
 
         (folder / self.FILE).write_bytes(network_bytes(self.net_))
         def plain(values):  # JSON has no NaN
@@ -358,7 +359,7 @@ class CNNSurvival(SurvivalModel):
                 "baseline_cumhaz": self.baseline_cumhaz_.tolist()}
 
     def restore(self, state, folder):
-        from biomarkers.deep.survival_cnn import load_network
+        from biomarkers.survival.cnn import load_network
 
         path = folder / self.FILE
         _check_file(path, state["file"]["sha256"])

@@ -21,7 +21,6 @@ noise and patient sampling both enter the comparison.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -52,7 +51,7 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
     ``train_bags``/``validation_bags``: :class:`~biomarkers.deep.lesion_bags.LesionBags` of the two cohorts;
     ``pretrain_patches``: every patch the encoder may learn from (N, C, D, H, W).
     """
-    from biomarkers.deep.survival_cnn import fit_lesion_bag_cox, risk_samples
+    from biomarkers.survival.cnn import fit_lesion_bag_cox, risk_samples
     from biomarkers.survival.bundle import fit_bundle
     from biomarkers.survival.hyperparameters import hyperparameters
 
@@ -99,27 +98,3 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
                 "p": float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean())))}
         out["variants"][variant] = entry
     return out
-
-
-def pretraining_to_files(train_path: str | Path, train_patches: str | Path, validation_path: str | Path,
-                         validation_patches: str | Path, pretrain_patches: Sequence[str | Path], features: Sequence[str],
-                         params: Mapping, seeds: Sequence[int], pretrain_epochs: int, out: str | Path,
-                         plot: str | Path | None = None, n_boot: int = 1000, boot_seed: int = 0,
-                         training_cohort: str = "train", label: str = "") -> dict:
-    """:func:`compare_pretraining` from files; writes the JSON and an optional figure."""
-    from biomarkers.deep.lesion_bags import read_bags
-    from biomarkers.io.atomic import write_json
-    from biomarkers.survival.bundle import read_feature_table
-
-    train = read_feature_table(train_path, training_cohort=training_cohort)
-    validation = read_feature_table(validation_path)
-    archives = [read_bags(p) for p in pretrain_patches]
-    patches = np.concatenate([a.patches for a in archives])
-    result = compare_pretraining(train, read_bags(train_patches), validation, read_bags(validation_patches), patches,
-                                 features, params, seeds, pretrain_epochs, n_boot, boot_seed, progress=True)
-    if plot is not None:
-        from biomarkers.report.model_plots import pretraining_plot
-
-        pretraining_plot(result, plot, f"Pretrained encoder vs none, {label}".rstrip(", "))
-    write_json(result, out)
-    return result

@@ -21,7 +21,7 @@ For a model entry (kind, hyperparameters, features) and the training cohort:
 Everything is estimated without the scored cohorts. :func:`uncertainty_choice`: ``folds``-fold
 cross-validation of the training cohort gives every training patient out-of-fold scores from
 models that did not see it. Those calibrate the conformal bound, and the method with the largest
-selective-prediction area on them (:func:`~biomarkers.validation.selective.selective_area`) among
+selective-prediction area on them (:func:`~biomarkers.stats.selective_area`) among
 those a single frozen model applies (:data:`~biomarkers.survival.bundle.CHOICE_MEASURES`: not the
 ensemble, which needs its other members) becomes the abstention measure; ``fit`` freezes that choice
 into the model's bundle. :func:`uncertainty_scores`: the models refitted on the whole training
@@ -43,7 +43,7 @@ from tqdm import tqdm
 from biomarkers.errors import FeatureTableError
 from biomarkers.survival import conformal, measures
 from biomarkers.survival.bundle import CHOICE_MEASURES, ModelBundle, fit_bundle
-from biomarkers.validation.selective import selective_area, selective_curve
+from biomarkers.stats import selective_area, selective_curve
 
 #: Method name -> score column (higher = less trustworthy).
 METHODS: dict[str, str] = {"mc_dropout": "u_mc_dropout", "ensemble": "u_ensemble", "distance": "u_distance",

@@ -1,4 +1,4 @@
-"""Explanations of an end-to-end model's scores on a cohort (:mod:`biomarkers.deep.explain`): every
+"""Explanations of an end-to-end model's scores on a cohort (:mod:`biomarkers.survival.explain`): every
 lesion's attention weight and leave-one-out contribution, and occlusion maps of the highest- and
 lowest-risk patients for the report."""
 from __future__ import annotations
@@ -16,9 +16,9 @@ def explain_to_files(model_dir: str | Path, features: str | Path, patches: str |
                      plot: str | Path | None = None, n_each: int = 2, window: int = 4, label: str = "") -> pd.DataFrame:
     """Write a TSV with one row per lesion of the cohort (``subject_id``, ``lesion``, ``risk``, ``attention``,
     ``contribution``) and, optionally, the figure of the ``n_each`` highest- and lowest-risk patients."""
-    from biomarkers.deep.explain import explain_patients, occlusion_map
+    from biomarkers.survival.explain import explain_patients, occlusion_map
     from biomarkers.deep.lesion_bags import read_bags
-    from biomarkers.deep.survival_cnn import risk_samples
+    from biomarkers.survival.cnn import risk_samples
     from biomarkers.survival.bundle import load_bundle, read_feature_table
 
     bundle = load_bundle(model_dir)

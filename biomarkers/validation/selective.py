@@ -27,41 +27,11 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.stats import estimates, guarded_estimate, harrell_c, num
-from biomarkers.validation.uncertainty import discordance_rate
+from biomarkers.stats import (REJECT_STEP, discordance_rate, estimates, guarded_estimate, harrell_c, num,
+                              rejection_order, selective_area, selective_curve)
 
-REJECT_STEP = 0.05
-
-
-def rejection_order(uncertainty: np.ndarray) -> np.ndarray:
-    """Row indices from most to least uncertain (ties: earlier row first)."""
-    return np.argsort(-np.asarray(uncertainty, float), kind="stable")
-
-
-def selective_curve(time: np.ndarray, event: np.ndarray, risk: np.ndarray, uncertainty: np.ndarray,
-                    max_reject: float = 0.5) -> pd.DataFrame:
-    """Harrell's C of the retained patients at each rejected fraction (``rejected``, ``n_retained``, ``harrell_c``)."""
-    n = len(time)
-    order = rejection_order(uncertainty)
-    rows = []
-    for frac in np.round(np.arange(0.0, max_reject + 1e-9, REJECT_STEP), 10):
-        keep = np.ones(n, bool)
-        keep[order[: int(np.floor(frac * n + 1e-9))]] = False
-        try:
-            c = harrell_c(time[keep], event[keep], risk[keep])
-        except (ValueError, ZeroDivisionError):
-            c = np.nan
-        rows.append({"rejected": float(frac), "n_retained": int(keep.sum()), "harrell_c": c})
-    return pd.DataFrame(rows)
-
-
-def selective_area(curve: pd.DataFrame) -> float:
-    """Mean C over the curve's rejected-fraction range (trapezoid rule)."""
-    x, y = curve["rejected"].to_numpy(float), curve["harrell_c"].to_numpy(float)
-    if not np.isfinite(y).all() or len(x) < 2:
-        return float("nan")
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
-
+__all__ = ["REJECT_STEP", "auroc", "bootstrap_interval", "evaluate_uncertainty", "mispredicted", "rejection_order",
+           "selective_area", "selective_curve"]
 
 def mispredicted(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> np.ndarray:
     """1.0 where most of a patient's comparable pairs are ordered wrongly, 0.0 where not, NaN where it has none."""

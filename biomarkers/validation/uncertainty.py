@@ -20,43 +20,8 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.stats import estimate, guarded_estimate, harrell_c, num
+from biomarkers.stats import discordance_rate, estimate, guarded_estimate, harrell_c, num
 
-_TIED_TOL = 1e-8  # sksurv's tolerance for tied risks
-
-
-def discordance_rate(time: np.ndarray, event: np.ndarray, risk: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Per-subject fraction of comparable pairs ordered wrongly by ``risk``.
-
-    Parameters
-    ----------
-    time, event, risk : ndarray
-        Outcome and risk score (higher = earlier event).
-    chunk : int
-        Rows processed at once (memory ``chunk * n``).
-
-    Returns
-    -------
-    ndarray
-        Discordance rate of every subject, NaN where the subject is in no comparable pair.
-    """
-    time = np.asarray(time, dtype=float)
-    event = np.asarray(event).astype(bool)
-    risk = np.asarray(risk, dtype=float)
-    n = len(time)
-    disc, comp = np.zeros(n), np.zeros(n)
-    for start in range(0, n, chunk):
-        i = slice(start, min(start + chunk, n))
-        ti, ri = time[i, None], risk[i, None]
-        comparable = event[i, None] & ((time[None, :] > ti) | ((time[None, :] == ti) & ~event[None, :]))
-        diff = risk[None, :] - ri  # the later subject should have the lower risk
-        wrong = np.where(np.abs(diff) <= _TIED_TOL, 0.5, (diff > 0).astype(float)) * comparable
-        disc[i] += wrong.sum(axis=1)
-        comp[i] += comparable.sum(axis=1)
-        disc += wrong.sum(axis=0)
-        comp += comparable.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(comp > 0, disc / comp, np.nan)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -13,8 +13,8 @@ from torch import nn
 
 from biomarkers.deep.autoencoder import load_autoencoder, load_encoder, save_autoencoder, train_autoencoder
 from biomarkers.deep.crops import PatchSpec, lesion_patches
-from biomarkers.deep.embed import checkpoint_kind, embed_lesions, load_patch_encoder
-from biomarkers.deep.embed_cli import embed_to_parquet, train_autoencoder_from_sheet
+from biomarkers.features.embed import checkpoint_kind, embed_lesions, load_patch_encoder
+from biomarkers.features.embed_run import embed_to_parquet, train_autoencoder_from_sheet
 from biomarkers.deep.normalise import ct_channel, pet_channel
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import read_parquet_metadata
@@ -235,7 +235,7 @@ def test_torchscript_encoder_vectors_and_maps(subject, tmp_path):
 
 
 def test_unet_checkpoint_encoder_pools_the_bottleneck(subject, tmp_path):
-    unet_train = pytest.importorskip("biomarkers.deep.unet_train")
+    unet_train = pytest.importorskip("biomarkers.segment.unet_train")
     from biomarkers.deep.unet import UNet3D
 
     with torch.random.fork_rng():

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from biomarkers.deep.explain import attention_weights, explain_patients, lesion_contributions, occlusion_map
-from biomarkers.deep.survival_cnn import LesionBagCox, fit_lesion_bag_cox
+from biomarkers.survival.explain import attention_weights, explain_patients, lesion_contributions, occlusion_map
+from biomarkers.survival.cnn import LesionBagCox, fit_lesion_bag_cox
 
 SHAPE = (16, 16, 16)
 

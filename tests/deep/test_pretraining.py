@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from biomarkers.deep.survival_cnn import fit_lesion_bag_cox
+from biomarkers.survival.cnn import fit_lesion_bag_cox
 from biomarkers.survival.pretraining import pretrain_encoder
 
 

@@ -9,7 +9,7 @@ import torch
 
 from biomarkers.deep.crops import PatchSpec
 from biomarkers.deep.lesion_bags import LesionBags, bags_from_sheet, read_bags, write_bags
-from biomarkers.deep.survival_cnn import (LesionBagCox, fit_lesion_bag_cox, load_network, network_bytes,
+from biomarkers.survival.cnn import (LesionBagCox, fit_lesion_bag_cox, load_network, network_bytes,
                                           risk_samples)
 from biomarkers.errors import FeatureTableError, InputError
 from biomarkers.survival.bundle import fit_bundle, load_bundle, save_bundle, score_table

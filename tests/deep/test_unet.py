@@ -8,13 +8,13 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from biomarkers.deep.infer import (blending_weights, label_lesions, sliding_window_probabilities, unet_segment,
+from biomarkers.segment.unet_infer import (blending_weights, label_lesions, sliding_window_probabilities, unet_segment,
                                    window_starts)
 from biomarkers.deep.normalise import input_channels, pet_suv
 from biomarkers.deep.patches import Augmentation, PatchSampler, background_values, extract_patch
 from biomarkers.deep.unet import UNet3D
-from biomarkers.deep.unet_cli import segment_with_unet, train_unet_from_sheet
-from biomarkers.deep.unet_train import checkpoint_bytes, load_unet, train_unet
+from biomarkers.segment.unet_run import segment_with_unet, train_unet_from_sheet
+from biomarkers.segment.unet_train import checkpoint_bytes, load_unet, train_unet
 from biomarkers.errors import GeometryError, InputError, ModelBundleError
 from biomarkers.segment.quality import autopet_metrics
 
@@ -404,7 +404,7 @@ def organ_case(shape=(24, 24, 24), seed=0, spacing=(4.0, 4.0, 4.0)):
     organs[14:20, 8:16, 8:16] = 4
     suv[organs == 4] = 12.0
     hu[organs == 4] = 5.0
-    from biomarkers.deep.unet_train import Case
+    from biomarkers.segment.unet_train import Case
     return Case(suv, hu, label, organs, spacing, f"case-{seed}")
 
 
@@ -424,8 +424,8 @@ def test_resampling_keeps_extent_and_small_labels():
 
 
 def test_organ_aware_training_learns_organs_and_lesions(organ_network):
-    from biomarkers.deep.infer import organ_labels, unet_predict
-    from biomarkers.deep.unet_train import ORGAN_AWARE_CLASSES
+    from biomarkers.segment.unet_infer import organ_labels, unet_predict
+    from biomarkers.segment.unet_train import ORGAN_AWARE_CLASSES
 
     path, history, case = organ_network
     # cross-entropy ln 7 = 1.95 plus two soft-Dice terms near 1 at initialisation; measured 0.10 at the end
@@ -447,7 +447,7 @@ def test_organ_aware_network_at_another_spacing_segments_a_coarser_image(organ_n
     # the input to its 4 mm and the probabilities back, so the lesion is found at 3 mm too
     from scipy import ndimage
 
-    from biomarkers.deep.infer import unet_predict
+    from biomarkers.segment.unet_infer import unet_predict
 
     path, _, case = organ_network
     model, info = load_unet(path)
@@ -515,7 +515,7 @@ def test_organ_aware_training_is_byte_reproducible(tmp_path):
 
 
 def test_predicted_organs_keep_a_margin_around_the_lesions():
-    from biomarkers.deep.infer import organ_labels
+    from biomarkers.segment.unet_infer import organ_labels
 
     # every voxel most probably liver (class 2, organ label 2), one lesion voxel in the middle
     classes = np.zeros((7, 9, 9, 9), np.float32)
@@ -534,7 +534,7 @@ def test_predicted_organs_keep_a_margin_around_the_lesions():
 
 
 def test_tidy_organs_relabels_stray_pieces():
-    from biomarkers.deep.infer import tidy_organs
+    from biomarkers.segment.unet_infer import tidy_organs
 
     organs = np.zeros((20, 20, 20), np.uint8)
     organs[2:8, 2:8, 2:8] = 4         # the bladder

@@ -8,7 +8,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from biomarkers.errors import GeometryError, InputError
-from biomarkers.io.masks import detect_mask_kind, read_mask, read_rtstruct
+from biomarkers.imaging.masks import detect_mask_kind, read_mask, read_rtstruct
 
 CT_SHAPE_ZYX = (20, 40, 40)
 CT_SPACING_MM = (1.0, 1.0, 2.0)          # x, y, z; square pixels (rt-utils swaps row/column spacing)

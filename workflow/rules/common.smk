@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from biomarkers.errors import BiomarkerError
 from biomarkers.features.params import resolve_params
-from biomarkers.io.masks import LABEL_IMAGE_SUFFIXES
+from biomarkers.imaging.masks import LABEL_IMAGE_SUFFIXES
 from biomarkers.io.subjects import check_subject_files, read_subjects
 from biomarkers.survival.hyperparameters import hyperparameters
 

@@ -1,4 +1,4 @@
-"""Why the end-to-end CNN (:class:`~biomarkers.deep.survival_cnn.LesionBagCox`) gives a patient its risk.
+"""Why the end-to-end CNN (:class:`~biomarkers.survival.cnn.LesionBagCox`) gives a patient its risk.
 
 Three per-patient explanations, all of the deterministic score (dropout off):
 
@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from biomarkers.deep.survival_cnn import LesionBagCox
+from biomarkers.survival.cnn import LesionBagCox
 
 
 def _risk(net: LesionBagCox, patches: np.ndarray, clinical: np.ndarray) -> np.ndarray:

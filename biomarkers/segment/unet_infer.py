@@ -178,7 +178,7 @@ def unet_predict(suv: np.ndarray, hu: np.ndarray | None, spacing_mm: Sequence[fl
     model : torch.nn.Module
         A trained :class:`~biomarkers.deep.unet.UNet3D`.
     info : dict
-        Its checkpoint record (:func:`biomarkers.deep.unet_train.load_unet`): ``patch_size``
+        Its checkpoint record (:func:`biomarkers.segment.unet_train.load_unet`): ``patch_size``
         (the window), ``classes``, ``spacing_mm`` (None: the volume's own grid).
     overlap, batch_size, blending, flips, device
         See :func:`sliding_window_probabilities`.

@@ -20,7 +20,7 @@ sees the same physical scale at every centre.
 Training draws lesion-balanced, augmented patches (:mod:`biomarkers.deep.patches`) from a
 numpy ``Generator`` seeded with ``seed`` and initialises weights and dropout from
 ``torch.manual_seed(seed)`` inside a forked RNG with deterministic kernels
-(:func:`biomarkers.survival.deep_train.seeded_deterministic`). On the CPU the same cases,
+(:func:`biomarkers.deep.training.seeded_deterministic`). On the CPU the same cases,
 settings, seed, torch version and thread count give the same weights and a byte-identical
 checkpoint; on CUDA the run is reproducible in distribution, not bit for bit. The optimiser is
 AdamW.
@@ -55,17 +55,13 @@ from tqdm import tqdm
 from biomarkers.deep.normalise import input_channels, normalisation_record
 from biomarkers.deep.patches import Augmentation, PatchSampler
 from biomarkers.deep.spacing import resample_channels, resample_labels, target_shape
-from biomarkers.deep.unet import UNet3D
+from biomarkers.deep.unet import CHECKPOINT_FORMAT, READABLE_FORMATS, UNet3D, load_unet  # noqa: F401 (re-exported)
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.atomic import atomic_path
 from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
 from biomarkers.segment.organs import ORGANS, check_organ_labels
-from biomarkers.survival.deep_train import resolve_device, seeded_deterministic
+from biomarkers.deep.training import resolve_device, seeded_deterministic
 
-#: Checkpoint format tag; bump when the layout changes.
-CHECKPOINT_FORMAT = "biomarkers.unet3d/2"
-#: Formats :func:`load_unet` reads.
-READABLE_FORMATS = ("biomarkers.unet3d/1", CHECKPOINT_FORMAT)
 #: Classes of the organ-aware network (output channel order).
 ORGAN_AWARE_CLASSES = ("background", *ORGANS.values(), "lesion")
 
@@ -318,48 +314,3 @@ def write_checkpoint(model: UNet3D, path: str | Path, patch_size: Sequence[int],
     data = checkpoint_bytes(model, patch_size, with_ct, training, loss_history, classes, spacing_mm)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet3D, dict]:
-    """Load a checkpoint written by :func:`train_unet` onto ``device`` (eval mode).
-
-    Loads with ``map_location`` and ``weights_only=True``, so a checkpoint trained on a GPU
-    loads on a CPU-only machine and no arbitrary code is unpickled.
-
-    Returns
-    -------
-    model : UNet3D
-    info : dict
-        The checkpoint without ``state_dict`` (patch size, normalisation, training record, ...).
-
-    Raises
-    ------
-    InputError
-        The file does not exist.
-    ModelBundleError
-        The file is not a U-Net checkpoint of this format, or its normalisation differs from
-        the one this version of the pipeline applies.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("U-Net checkpoint does not exist", path=path)
-    dev = resolve_device(device)
-    try:
-        state = torch.load(path, map_location=dev, weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged or foreign file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelBundleError(f"{path}: not a readable U-Net checkpoint ({first})") from None
-    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
-        raise ModelBundleError(f"{path}: not a U-Net checkpoint of format {' or '.join(READABLE_FORMATS)}")
-    state.setdefault("classes", ["lesion"])  # format 1: lesion-only, each image's own grid
-    state.setdefault("organ_labels", [])
-    state.setdefault("spacing_mm", None)
-    config = state["model_config"]
-    expected = normalisation_record(config["in_channels"] == 2)
-    if state["normalisation"] != expected:
-        raise ModelBundleError(f"{path}: checkpoint normalisation {state['normalisation']} differs from "
-                               f"this pipeline's {expected}; retrain or use the matching version")
-    model = UNet3D(**config)
-    model.load_state_dict(state["state_dict"])
-    model.to(dev).eval()
-    return model, {k: v for k, v in state.items() if k != "state_dict"}

@@ -18,11 +18,11 @@ Training minimises the negative Cox partial log-likelihood (pycox ``CoxPHLoss``,
 ties, risk sets within each mini-batch of subjects, as DeepSurv does) with AdamW, random
 flips of the patches along z, y and x (flips keep the SUV and HU values), and early stopping
 on a stratified held-out share of the training subjects
-(:func:`biomarkers.survival.deep_train.train`).
+(:func:`biomarkers.deep.training.train`).
 
 MC dropout: dropout acts on the head's hidden layer only, so at scoring the encoder and the
 pooling run once (deterministic) and the head runs once per dropout sample with explicit
-keep-masks (:func:`biomarkers.survival.deep_train.draw_masks`, seeded): the samples are
+keep-masks (:func:`biomarkers.deep.training.draw_masks`, seeded): the samples are
 reproducible and do not depend on how subjects are batched. Survival curves use a Breslow
 baseline from the training subjects' deterministic risks.
 
@@ -41,8 +41,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from biomarkers.deep.autoencoder import PatchEncoder3D
-from biomarkers.survival.deep import _cox_loss, breslow_baseline
-from biomarkers.survival.deep_train import (MLP, TrainResult, draw_masks, mc_forward_batched, resolve_device,
+from biomarkers.survival.breslow import breslow_baseline
+from biomarkers.survival.losses import cox_loss
+from biomarkers.deep.training import (MLP, TrainResult, draw_masks, mc_forward_batched, resolve_device,
                                             seeded_deterministic, stratified_split, train)
 
 #: Burden channels of the pooling (sums over lesions).
@@ -126,7 +127,7 @@ class _Cohort(nn.Module):
     """Training view: ``forward(rows)`` scores the subjects ``rows`` of a fixed cohort.
 
     Holds the cohort's patches and covariates as plain tensors (not parameters) so that the
-    generic loop of :func:`biomarkers.survival.deep_train.train` can index subjects like table
+    generic loop of :func:`biomarkers.deep.training.train` can index subjects like table
     rows; in training mode each patch is flipped at random along z, y and x.
     """
 
@@ -212,7 +213,7 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
         rows = torch.arange(len(bags), device=dev)
         targets = [torch.as_tensor(time, dtype=torch.float32, device=dev),
                    torch.as_tensor(event, dtype=torch.float32, device=dev)]
-        history = train(cohort, _cox_loss, rows, targets, train_idx, val_idx, seed=seed, max_epochs=max_epochs,
+        history = train(cohort, cox_loss, rows, targets, train_idx, val_idx, seed=seed, max_epochs=max_epochs,
                         batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
     net.eval()
     risk = risk_samples(net, bags, clinical, 0)[0]

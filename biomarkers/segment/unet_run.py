@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from biomarkers.deep.patches import Augmentation
-from biomarkers.deep.infer import LESION_MARGIN_MM, label_lesions, organ_labels, unet_predict
-from biomarkers.deep.unet_train import load_unet, read_case, resolve_device, train_unet
+from biomarkers.segment.unet_infer import LESION_MARGIN_MM, label_lesions, organ_labels, unet_predict
+from biomarkers.segment.unet_train import load_unet, read_case, resolve_device, train_unet
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, like, read_image, spacing_zyx_mm, to_array, write_image
 from biomarkers.io.subjects import check_subject_files, read_subjects
@@ -35,10 +35,10 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     cohort : str
         Value of the ``cohort`` column whose subjects are trained on (e.g. ``train``).
     out : str or Path
-        Checkpoint file (see :mod:`biomarkers.deep.unet_train`).
+        Checkpoint file (see :mod:`biomarkers.segment.unet_train`).
     epochs, patches_per_epoch, seed, batch_size, lr, device, patch_size, base_channels, depth,
     dropout, lesion_fraction, hot_fraction, organ_fraction, progress
-        See :func:`biomarkers.deep.unet_train.train_unet`.
+        See :func:`biomarkers.segment.unet_train.train_unet`.
     use_ct : bool
         Train on PET and CT (two channels) or on PET alone.
     use_organs : bool, optional
@@ -110,7 +110,7 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
     ct_path : str or Path or None
         CT in HU on the PET grid; required by models trained with CT, refused by PET-only ones.
     model_path : str or Path
-        Checkpoint written by :func:`biomarkers.deep.unet_train.train_unet`.
+        Checkpoint written by :func:`biomarkers.segment.unet_train.train_unet`.
     out_path : str or Path
         Labelled lesion mask (uint16, 1..n, 0 background) on the PET grid, written atomically.
     threshold : float
@@ -120,15 +120,15 @@ def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_pa
     device : {"auto", "cpu", "cuda"}
         Where to run the network.
     overlap, batch_size
-        Sliding-window settings (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
+        Sliding-window settings (:func:`biomarkers.segment.unet_infer.sliding_window_probabilities`).
     subject_id : str, optional
         Used in error messages.
     organs_out : str or Path, optional
         Also write the predicted organ label image (labels of :mod:`biomarkers.segment.organs`,
-        0 on the lesions and within :data:`~biomarkers.deep.infer.LESION_MARGIN_MM` of them, stray
-        pieces tidied by :func:`~biomarkers.deep.infer.tidy_organs`); the network must be organ-aware.
+        0 on the lesions and within :data:`~biomarkers.segment.unet_infer.LESION_MARGIN_MM` of them, stray
+        pieces tidied by :func:`~biomarkers.segment.unet_infer.tidy_organs`); the network must be organ-aware.
     flips : sequence of sequence of int
-        Test-time mirroring (:func:`biomarkers.deep.infer.sliding_window_probabilities`).
+        Test-time mirroring (:func:`biomarkers.segment.unet_infer.sliding_window_probabilities`).
 
     Returns
     -------

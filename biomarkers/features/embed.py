@@ -8,7 +8,7 @@ reduced by global average pooling:
     A checkpoint of :func:`biomarkers.deep.autoencoder.save_autoencoder`; its bottleneck
     vector is used. Patch size, shape and channels come from the checkpoint.
 ``unet``
-    A :mod:`biomarkers.deep.unet_train` checkpoint of the segmentation U-Net; the pooled
+    A :mod:`biomarkers.segment.unet_train` checkpoint of the segmentation U-Net; the pooled
     bottleneck map (``UNet3D.encode``) is used. Channels follow the U-Net's input (PET, or PET
     and CT; no mask channel). The U-Net was trained on native voxels, so by default the patch
     is sampled at 4 mm (96 mm, 24^3 voxels), near the 3-5 mm of typical PET grids; pass
@@ -46,9 +46,10 @@ from torch import nn
 from biomarkers.deep.autoencoder import CHECKPOINT_FORMAT, load_encoder, resolve_device
 from biomarkers.deep.crops import PatchSpec, subject_patches
 from biomarkers.deep.normalise import normalisation_record
+from biomarkers.deep.unet import load_unet
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.provenance import file_record
-from biomarkers.survival.deep_train import seeded_deterministic
+from biomarkers.deep.training import seeded_deterministic
 
 KINDS = ("autoencoder", "unet", "torchscript")
 #: Default lesion patch of U-Net encoders (4 mm voxels, a multiple of 2**depth up to depth 3).
@@ -129,8 +130,6 @@ def _spec(default: PatchSpec, size_mm: Sequence[float] | None, shape: Sequence[i
 def load_unet_encoder(path: str | Path, device: str = "cpu", size_mm: Sequence[float] | None = None,
                       shape: Sequence[int] | None = None) -> tuple[nn.Module, PatchSpec, dict]:
     """Pooled bottleneck of a U-Net checkpoint: (module, patch spec, checkpoint records)."""
-    from biomarkers.deep.unet_train import load_unet  # heavy and optional: only when asked for
-
     net, info = load_unet(path, device)
     channels = ("pet", "ct") if net.config()["in_channels"] == 2 else ("pet",)
     spec = _spec(UNET_PATCH, size_mm, shape, channels)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from biomarkers.deep.autoencoder import save_autoencoder, train_autoencoder, training_record
 from biomarkers.deep.crops import PatchSpec
-from biomarkers.deep.embed import embed_lesions
+from biomarkers.features.embed import embed_lesions
 from biomarkers.deep.lesion_bags import bags_from_sheet
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import write_parquet
@@ -78,7 +78,7 @@ def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: 
 
 def embed_to_parquet(image: str | Path, ct: str | Path | None, mask: str | Path, subject_id: str,
                      checkpoint: str | Path, out: str | Path, device: str = "auto") -> pd.DataFrame:
-    """Write :func:`biomarkers.deep.embed.embed_lesions`'s table (and metadata) to ``out``.
+    """Write :func:`biomarkers.features.embed.embed_lesions`'s table (and metadata) to ``out``.
 
     Parameters
     ----------

@@ -36,7 +36,7 @@ import SimpleITK as sitk
 
 from biomarkers.errors import GeometryError, InputError
 from biomarkers.imaging.resample import resample_to
-from biomarkers.io.images import grid_differences, read_image
+from biomarkers.io.images import grid_differences, read_image, to_array
 
 MaskKind = Literal["auto", "image", "seg", "rtstruct"]
 
@@ -381,3 +381,22 @@ def _fill_plane(polygons: list[np.ndarray], size_y: int, size_x: int) -> np.ndar
     near &= np.all((candidates >= 0) & (candidates < [size_x, size_y]), axis=1)
     inside[candidates[near, 1].astype(int), candidates[near, 0].astype(int)] = True
     return inside
+
+
+def label_array(mask: sitk.Image, subject_id: str | None = None,
+                mask_path: str | Path | None = None) -> np.ndarray:
+    """The lesion labels of ``mask`` as an integer array (z, y, x), checked.
+
+    Raises
+    ------
+    InputError
+        If the mask holds non-integer or negative values.
+    """
+    labels = to_array(mask)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.mod(labels, 1) == 0):
+            raise InputError("mask is not a label image (non-integer values)", subject_id, mask_path)
+        labels = labels.astype(np.int64)
+    if labels.min() < 0:
+        raise InputError("mask has negative labels", subject_id, mask_path)
+    return labels
