@@ -19,7 +19,6 @@ from biomarkers.features.embed import embed_lesions
 from biomarkers.deep.lesion_bags import bags_from_sheet
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import write_parquet
-from biomarkers.io.layout import lesion_mask_path
 
 #: File name of a subject's lesion mask inside a masks folder (as the workflow's segment rule writes it).
 def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, out: str | Path,

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from biomarkers.errors import InputError
 from biomarkers.features.pet import pet_metrics
 from biomarkers.features.radiomics import make_extractor, radiomics_features
 from biomarkers.imaging.masks import label_array

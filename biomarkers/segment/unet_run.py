@@ -11,7 +11,9 @@ from typing import Sequence
 
 from biomarkers.deep.patches import Augmentation
 from biomarkers.segment.unet_infer import LESION_MARGIN_MM, label_lesions, organ_labels, unet_predict
-from biomarkers.segment.unet_train import load_unet, read_case, resolve_device, train_unet
+from biomarkers.deep.training import resolve_device
+from biomarkers.deep.unet import load_unet
+from biomarkers.segment.unet_train import read_case, train_unet
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, like, read_image, spacing_zyx_mm, to_array, write_image
 from biomarkers.io.subjects import check_subject_files, read_subjects

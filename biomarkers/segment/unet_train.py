@@ -55,8 +55,8 @@ from tqdm import tqdm
 from biomarkers.deep.normalise import input_channels, normalisation_record
 from biomarkers.deep.patches import Augmentation, PatchSampler
 from biomarkers.deep.spacing import resample_channels, resample_labels, target_shape
-from biomarkers.deep.unet import CHECKPOINT_FORMAT, READABLE_FORMATS, UNet3D, load_unet  # noqa: F401 (re-exported)
-from biomarkers.errors import InputError, ModelBundleError
+from biomarkers.deep.unet import CHECKPOINT_FORMAT, UNet3D
+from biomarkers.errors import InputError
 from biomarkers.io.atomic import atomic_path
 from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
 from biomarkers.segment.organs import ORGANS, check_organ_labels

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -45,20 +44,23 @@ import numpy as np
 import pandas as pd
 
 from biomarkers.errors import FeatureTableError, ModelBundleError
-from biomarkers.io.atomic import atomic_folder, read_parquet_metadata, write_parquet
+from biomarkers.io.atomic import atomic_folder, write_parquet
 from biomarkers.io.provenance import sha256_file
-from biomarkers.io.subjects import check_outcome
 from biomarkers.survival import conformal, measures
+from biomarkers.survival.manifest import MANIFEST, bundle_sha256, check_manifest, library_versions
 from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
+from biomarkers.survival.tables import (OUTCOME, check_scoring_table, default_horizons, feature_columns,
+                                        read_feature_table)
+
+__all__ = ["MANIFEST", "OUTCOME", "ModelBundle", "bundle_sha256", "check_manifest", "check_scoring_table",
+           "default_horizons", "feature_columns", "fit_bundle", "library_versions", "load_bundle",
+           "read_feature_table", "save_bundle", "score_table", "write_scores"]
 
 if TYPE_CHECKING:
     from biomarkers.deep.lesion_bags import LesionBags
 
 BUNDLE_FORMAT = 3
-#: The file listing the SHA-256 of every other file of a bundle.
-MANIFEST = "manifest.json"
-OUTCOME = ("subject_id", "time", "event")
 #: Column of the feature table naming each subject's centre (needed by ComBat).
 CENTER = "center"
 #: Preprocessing options of :func:`fit_bundle` (``FeaturePipeline`` arguments) and their defaults:
@@ -152,45 +154,6 @@ class ModelBundle:
         """Risk (higher = worse prognosis) of every row: the mean over MC-dropout samples."""
         x = self.design(table)
         return self.estimator.risk_samples(x, self.info["score_seed"], **self.inputs(table, bags)).mean(axis=0)
-
-
-def read_feature_table(path: str | Path, need_outcome: bool = True,
-                       training_cohort: str | None = None) -> pd.DataFrame:
-    """Read a feature table and check the ``subject_id``/``time``/``event`` layout.
-
-    ``training_cohort``: a table whose metadata names another cohort (``aggregate`` records it)
-    is refused, so that no model is fitted on a validation cohort by mistake.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FeatureTableError("feature table does not exist", path=path)
-    if training_cohort is not None:
-        cohort = read_parquet_metadata(path).get("cohort")
-        if cohort is not None and str(cohort) != training_cohort:
-            raise FeatureTableError(f"feature table of cohort {cohort!r}, not of the training cohort "
-                                    f"{training_cohort!r}; fit on the training cohort's table, or pass "
-                                    f"--training-cohort {cohort} if it is the one meant", path=path)
-    table = pd.read_parquet(path)
-    need = list(OUTCOME) if need_outcome else ["subject_id"]
-    missing = [c for c in need if c not in table.columns]
-    if missing:
-        raise FeatureTableError(f"feature table lacks column(s) {', '.join(missing)}", path=path)
-    if table["subject_id"].duplicated().any():
-        sid = table.loc[table["subject_id"].duplicated(), "subject_id"].iloc[0]
-        raise FeatureTableError(f"subject {sid} appears more than once", path=path)
-    if need_outcome:
-        check_outcome(table, path, FeatureTableError)
-    return table
-
-
-def feature_columns(table: pd.DataFrame) -> list[str]:
-    """Numeric columns other than the outcome: what a feature table offers a model."""
-    return select_features(table, None)
-
-
-def default_horizons(time: np.ndarray, event: np.ndarray) -> list[float]:
-    """Quartiles of the training event times, in whole days: the survival horizons scored."""
-    return sorted({float(np.round(q)) for q in np.quantile(time[event == 1], [0.25, 0.5, 0.75])})
 
 
 def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str] | None = None,
@@ -393,62 +356,6 @@ def load_bundle(model_dir: str | Path, expect_sha256: str | None = None) -> Mode
         raise ModelBundleError(f"{path}: incomplete model description (no {exc}); refit the model") from None
 
 
-def check_manifest(folder: str | Path) -> None:
-    """Refuse a bundle whose files are not the ones its manifest lists (see the module docstring)."""
-    folder = Path(folder)
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        raise ModelBundleError(f"{manifest}: missing; the bundle was written by an older version or "
-                               "altered; refit the model")
-    try:
-        files = json.loads(manifest.read_text())["files"]
-        listed = {str(name): str(digest) for name, digest in files.items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise ModelBundleError(f"{manifest}: not a bundle manifest; refit the model") from None
-    for name, digest in sorted(listed.items()):
-        path = folder / name
-        if Path(name).name != name or not path.is_file():
-            raise ModelBundleError(f"{path}: listed in {MANIFEST} but missing from the model directory")
-        if sha256_file(path) != digest:
-            raise ModelBundleError(f"{path}: SHA-256 differs from the one in {MANIFEST} (file changed "
-                                   "after fitting); refit the model or restore the file")
-
-
-def bundle_sha256(folder: str | Path) -> str:
-    """SHA-256 of a bundle's manifest: one hash for the whole frozen model."""
-    return sha256_file(Path(folder) / MANIFEST)
-
-
-def _first(names: list[str], n: int = 5) -> str:
-    """The first ``n`` names, and how many more (an error message stays one readable line)."""
-    shown = ", ".join(names[:n])
-    return shown if len(names) <= n else f"{shown} and {len(names) - n} more ({len(names)} in all)"
-
-
-def check_scoring_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table") -> None:
-    """Refuse a table whose feature columns differ from the training table's, or that shares
-    some (but not all) subjects with the training cohort.
-
-    Raises
-    ------
-    FeatureTableError
-        Naming the missing and the unexpected columns, or the first shared subject.
-    """
-    expected, found = bundle.info["feature_columns"], feature_columns(table)
-    missing = [c for c in expected if c not in found]
-    extra = [c for c in found if c not in expected]
-    if missing or extra:
-        parts = ([f"lacks the training table's column(s) {_first(missing)}"] if missing else []) + \
-                ([f"has column(s) the training table had not: {_first(extra)}"] if extra else [])
-        raise FeatureTableError("; ".join(parts) + " (build every cohort's table the same way)", path=path)
-    train = set(bundle.info["train_subjects"])
-    ids = set(table["subject_id"].astype(str))
-    shared = sorted(ids & train)
-    if shared and ids != train:
-        raise FeatureTableError(f"subject {shared[0]} ({len(shared)} in all) is also in the training cohort; "
-                                "a validation cohort must be independent", path=path)
-
-
 def score_table(bundle: ModelBundle, table: pd.DataFrame, path: str | Path = "feature table",
                 bags: "LesionBags | None" = None) -> pd.DataFrame:
     """Scores of every subject (layout in the module docstring), plus ``time``/``event`` if present.
@@ -495,14 +402,3 @@ def write_scores(scores: pd.DataFrame, path: str | Path, bundle: ModelBundle) ->
                                  "abstention": bundle.info["abstention"],
                                  "train_table_sha256": bundle.info.get("train_table_sha256", ""),
                                  "bundle_sha256": bundle.sha256})
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("biomarkers", "numpy", "pandas", "lifelines", "scikit-survival", "scikit-learn", "torch", "pycox",
-                "pyradiomics-bhklab", "SimpleITK"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out

@@ -14,7 +14,8 @@ from biomarkers.deep.normalise import input_channels, pet_suv
 from biomarkers.deep.patches import Augmentation, PatchSampler, background_values, extract_patch
 from biomarkers.deep.unet import UNet3D
 from biomarkers.segment.unet_run import segment_with_unet, train_unet_from_sheet
-from biomarkers.segment.unet_train import checkpoint_bytes, load_unet, train_unet
+from biomarkers.deep.unet import load_unet
+from biomarkers.segment.unet_train import checkpoint_bytes, train_unet
 from biomarkers.errors import GeometryError, InputError, ModelBundleError
 from biomarkers.segment.quality import autopet_metrics
 

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from biomarkers import cli_args
-from biomarkers.cli_args import key_values, split_list
+from biomarkers.cli import args as cli_args
+from biomarkers.cli.args import key_values, split_list
 
 
 _MODEL = typer.Option("coxph", help="Model kind (as for `fit`).")

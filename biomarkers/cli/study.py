@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from biomarkers.cli_args import key_values as _pairs
-from biomarkers.cli_args import split_list as _split
+from biomarkers.cli.args import key_values as _pairs
+from biomarkers.cli.args import split_list as _split
 
 
 def init(sheet: Path = typer.Option(..., help="Clinical sheet (CSV or TSV), one row per patient."),

@@ -1,0 +1,118 @@
+"""Validation: ``evaluate``, ``compare``, ``uncertainty-plot``, ``collect``, ``headline``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from biomarkers.cli.app import app, user_errors
+from biomarkers.cli.args import key_values as _key_values
+
+
+@app.command()
+@user_errors
+def evaluate(scores: Path = typer.Option(..., help="scores.parquet with time and event."),
+             out: Path = typer.Option(..., help="metrics.json to write."),
+             truth: Optional[Path] = typer.Option(None, help="truth.tsv of a simulated cohort (adds the oracle C-index)."),
+             bootstrap: int = typer.Option(1000, help="Bootstrap resamples."),
+             seed: int = typer.Option(0, help="Bootstrap seed."),
+             table: Optional[Path] = typer.Option(None, help="Also write the headline metrics as TSV."),
+             km_plot: Optional[Path] = typer.Option(None, help="Kaplan-Meier plot by risk group (PNG)."),
+             cindex_plot: Optional[Path] = typer.Option(None, help="C-index interval plot (PNG)."),
+             calibration_plot: Optional[Path] = typer.Option(None, help="Calibration at the horizon (PNG; needs surv_<T> columns)."),
+             uncertainty_plot: Optional[Path] = typer.Option(None, help="MC-dropout uncertainty checks (PNG; needs risk_sd > 0)."),
+             horizon: Optional[float] = typer.Option(None, help="Calibration horizon in days (default: the middle scored horizon)."),
+             label: str = typer.Option("", help="Cohort label for plot titles."),
+             model_name: str = typer.Option("", help="Model name for the table's model column and plot titles.")) -> None:
+    """Validation statistics with bootstrap confidence intervals."""
+    from biomarkers.validation.evaluate import evaluate_to_files
+
+    evaluate_to_files(scores, out, truth, bootstrap, seed, table, km_plot, cindex_plot, label, horizon_days=horizon,
+                      calibration_plot=calibration_plot, uncertainty_plot=uncertainty_plot, model_name=model_name)
+
+
+@app.command()
+@user_errors
+def compare(scores: List[str] = typer.Argument(..., help="NAME=SCORES.parquet of every model, same cohort."),
+            out: Path = typer.Option(..., help="TSV to write: one row per pair of models and C-index."),
+            bootstrap: int = typer.Option(1000, help="Bootstrap resamples (the same for every model)."),
+            seed: int = typer.Option(0, help="Bootstrap seed.")) -> None:
+    """Paired bootstrap comparison of models' C-indices on the same cohort."""
+    import pandas as pd
+
+    from biomarkers.errors import InputError
+    from biomarkers.io.atomic import write_tsv
+    from biomarkers.validation.compare import compare_models
+
+    tables = {}
+    for name, path in _key_values(scores, "NAME=SCORES").items():
+        if not Path(path).is_file():
+            raise InputError("scores file does not exist", path=path)
+        tables[name] = pd.read_parquet(path)
+    if len(tables) < 2:
+        raise ValueError("compare needs the scores of at least two models")
+    result = compare_models(tables, bootstrap, seed)
+    write_tsv(result, out, float_format="%.4g")
+    typer.echo(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command("uncertainty-plot")
+@user_errors
+def uncertainty_plot(scores: Path = typer.Option(..., help="scores.parquet of an MC-dropout model, with outcomes."),
+                     metrics: Path = typer.Option(..., help="metrics.json written by `evaluate` for these scores."),
+                     out: Path = typer.Option(..., help="PNG to write."),
+                     label: str = typer.Option("", help="Title label (model and cohort).")) -> None:
+    """Does the MC-dropout spread mean something: discordance by risk_sd and C-index after abstention."""
+    import json
+
+    import pandas as pd
+
+    from biomarkers.errors import InputError
+    from biomarkers.report.validation_plots import uncertainty_plot as plot
+
+    for path in (scores, metrics):
+        if not path.is_file():
+            raise InputError("file does not exist", path=path)
+    checks = json.loads(metrics.read_text()).get("uncertainty")
+    if checks is None:
+        raise InputError("no uncertainty checks in the metrics (a deterministic model has risk_sd = 0)", path=metrics)
+    plot(pd.read_parquet(scores), out, f"Uncertainty, {label}".rstrip(", "), checks=checks)
+
+
+@app.command()
+@user_errors
+def collect(tables: List[Path] = typer.Argument(..., help="TSV tables with the same columns."),
+            out: Path = typer.Option(..., help="Combined TSV to write.")) -> None:
+    """Stack TSV tables (e.g. every cohort's metrics) into one."""
+    from biomarkers.io.atomic import concat_tsv
+
+    concat_tsv(tables, out)
+
+
+@app.command()
+@user_errors
+def headline(metrics: Path = typer.Argument(..., help="Stacked metrics TSV (`collect` of every evaluate --table)."),
+             out: Path = typer.Option(..., help="TSV to write: one row per model and cohort."),
+             skip_cohort: List[str] = typer.Option([], help="Cohort to leave out (e.g. the training cohort); repeatable."),
+             plot: Optional[Path] = typer.Option(None, help="Harrell's C (95 % interval) of every model side by side (PNG)."),
+             plot_skip_cohort: List[str] = typer.Option([], help="Cohort the plot leaves out (e.g. the training "
+                                                                 "cohort, whose C is apparent); repeatable.")) -> None:
+    """Headline metrics per model and cohort, as 'estimate (95 % interval)' text."""
+    import pandas as pd
+
+    from biomarkers.errors import InputError
+    from biomarkers.io.atomic import write_tsv
+    from biomarkers.validation.evaluate import headline_table
+
+    if not metrics.is_file():
+        raise InputError("metrics table does not exist", path=metrics)
+    table = pd.read_csv(metrics, sep="\t")
+    table = table[~table["cohort"].astype(str).isin(skip_cohort)] if "cohort" in table else table
+    result = headline_table(table)
+    write_tsv(result, out)
+    if plot is not None:
+        from biomarkers.report.plots import model_cindex_plot
+
+        model_cindex_plot(table[~table["cohort"].astype(str).isin(plot_skip_cohort)], plot)
+    typer.echo(result.to_string(index=False))
