@@ -8,6 +8,7 @@ import typer
 
 from biomarkers.cli import args as cli_args
 from biomarkers.cli.app import app, user_errors
+from biomarkers.deep.defaults import EPOCHS, LATENT
 from biomarkers.cli.args import split_list as _split
 
 _THREADS = cli_args.THREADS
@@ -40,8 +41,8 @@ def train_autoencoder(subjects: Path = typer.Option(..., help="Subjects sheet wi
                       cohort: str = typer.Option(..., help="Cohort whose lesions train the autoencoder."),
                       masks: str = typer.Option(..., help="Folder of <subject>_lesions.nii.gz, or a pattern with {subject_id}."),
                       out: Path = typer.Option(..., help="Checkpoint to write."),
-                      latent: int = typer.Option(32, help="Length of the feature vector."),
-                      epochs: int = typer.Option(20, help="Epochs."),
+                      latent: int = typer.Option(LATENT, help="Length of the feature vector."),
+                      epochs: int = typer.Option(EPOCHS, help="Epochs."),
                       use_ct: bool = typer.Option(True, help="PET and CT channels; --no-use-ct for PET alone."),
                       seed: int = typer.Option(0, help="Seed of weights, batches and augmentation."),
                       threads: int = _THREADS,

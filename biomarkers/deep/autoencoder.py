@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from biomarkers.deep.crops import IMAGE_CHANNELS, PatchSpec
+from biomarkers.deep.defaults import EPOCHS, LATENT
 from biomarkers.deep.normalise import normalisation_record
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.atomic import atomic_path
@@ -40,6 +41,7 @@ from biomarkers.deep.training import batches, resolve_device, seeded_determinist
 
 #: ``format`` entry of the checkpoints written here.
 CHECKPOINT_FORMAT = "biomarkers.deep.autoencoder"
+
 CHECKPOINT_VERSION = 1
 #: Augmentation, as recorded in checkpoints.
 AUGMENTATION = "random flips along z, y and x (p = 0.5 each, per patch); no intensity changes"
@@ -130,7 +132,7 @@ def flip_batch(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
 
 
 
-def train_autoencoder(patches: np.ndarray, latent: int = 32, epochs: int = 20, batch_size: int = 16,
+def train_autoencoder(patches: np.ndarray, latent: int = LATENT, epochs: int = EPOCHS, batch_size: int = 16,
                       lr: float = 1e-3, seed: int = 0, device: str = "auto", width: int = 8,
                       channels: Sequence[str] = ("pet", "ct", "mask")) -> tuple[ConvAutoencoder3D, dict]:
     """Train a :class:`ConvAutoencoder3D` on lesion patches (Adam, MSE on the image channels).

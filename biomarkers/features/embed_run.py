@@ -14,6 +14,7 @@ from typing import Sequence
 import pandas as pd
 
 from biomarkers.deep.autoencoder import save_autoencoder, train_autoencoder, training_record
+from biomarkers.deep.defaults import EPOCHS, LATENT
 from biomarkers.deep.crops import PatchSpec
 from biomarkers.features.embed import embed_lesions
 from biomarkers.deep.lesion_bags import bags_from_sheet
@@ -22,7 +23,7 @@ from biomarkers.io.atomic import write_parquet
 
 #: File name of a subject's lesion mask inside a masks folder (as the workflow's segment rule writes it).
 def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, out: str | Path,
-                                 latent: int = 32, epochs: int = 20, seed: int = 0, batch_size: int = 16,
+                                 latent: int = LATENT, epochs: int = EPOCHS, seed: int = 0, batch_size: int = 16,
                                  lr: float = 1e-3, width: int = 8,
                                  size_mm: Sequence[float] = (64.0, 64.0, 64.0),
                                  shape: Sequence[int] = (32, 32, 32), use_ct: bool = True,

@@ -49,3 +49,9 @@ def hyperparameters(model: str, given: dict[str, Any] | None = None) -> dict[str
         except (TypeError, ValueError):
             raise ValueError(f"{model} hyperparameter {key} must be a {kind.__name__}, got {value!r}") from None
     return params
+
+
+def is_stochastic(params: dict[str, Any]) -> bool:
+    """Whether a model with these hyperparameters scores by MC dropout (``risk_sd`` > 0): passes
+    and a dropout rate both above 0. The one rule the models and the workflow use."""
+    return float(params.get("mc_samples", 0)) > 0 and float(params.get("dropout", 0)) > 0

@@ -43,7 +43,7 @@ from biomarkers.errors import BiomarkerError, ModelBundleError
 from biomarkers.io.provenance import file_record, sha256_file
 from biomarkers.survival.breslow import breslow_baseline, breslow_survival
 from biomarkers.survival.deep import DeepSurvivalModel
-from biomarkers.survival.hyperparameters import DEFAULTS, MODELS, hyperparameters
+from biomarkers.survival.hyperparameters import DEFAULTS, MODELS, hyperparameters, is_stochastic
 
 __all__ = ["DEFAULTS", "MODELS", "hyperparameters", "make_model", "SurvivalModel"]
 
@@ -272,7 +272,7 @@ class Deep(SurvivalModel):
     def __init__(self, params, name):
         super().__init__(params)
         self.name = name
-        self.stochastic = params["mc_samples"] > 0
+        self.stochastic = is_stochastic(params)
 
     def fit(self, x, time, event, names=None, **inputs):
         p = self.params
@@ -310,7 +310,7 @@ class CNNSurvival(SurvivalModel):
 
     def __init__(self, params):
         super().__init__(params)
-        self.stochastic = params["mc_samples"] > 0 and params["dropout"] > 0
+        self.stochastic = is_stochastic(params)
 
     @staticmethod
     def _bags(inputs: dict[str, Any], n_rows: int) -> list:

@@ -1,8 +1,10 @@
 """Lesion patches, the patch autoencoder and ``deep_*`` lesion embeddings on synthetic volumes."""
 from __future__ import annotations
 
+import inspect
 import itertools
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -290,3 +292,15 @@ def test_train_from_sheet_reads_only_the_training_cohort(tmp_path):
     assert info["training"]["n_patches"] == 4 and len(info["history"]["train_loss"]) == 2
     with pytest.raises(InputError, match=r"subject s2, file .*s2_lesions.nii.gz: lesion mask does not exist"):
         train_autoencoder_from_sheet(tmp_path / "subjects.tsv", "validation", tmp_path / "seg", out, epochs=1)
+
+
+def test_the_autoencoder_defaults_have_one_source():
+    import yaml
+
+    from biomarkers.deep import autoencoder, defaults
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    block = schema["properties"]["deep_features"]["properties"]
+    assert (block["latent"]["default"], block["epochs"]["default"]) == (defaults.LATENT, defaults.EPOCHS)
+    signature = inspect.signature(autoencoder.train_autoencoder).parameters
+    assert (signature["latent"].default, signature["epochs"].default) == (defaults.LATENT, defaults.EPOCHS)

@@ -119,6 +119,19 @@ def test_mc_dropout_scores_are_reproducible_and_abstention_is_set_on_training(gb
         assert (tmp_path / "deep" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
 
 
+def test_one_rule_says_which_models_score_by_mc_dropout():
+    from biomarkers.survival.hyperparameters import is_stochastic
+    from biomarkers.survival.models import make_model
+
+    for kind in ("deepsurv", "logistic_hazard", "deephit", "cnn_survival"):
+        assert make_model(kind, hyperparameters(kind, {})).stochastic and is_stochastic(hyperparameters(kind, {}))
+        for off in ({"dropout": 0}, {"mc_samples": 0}):  # no dropout: every pass is the same network
+            params = hyperparameters(kind, off)
+            assert not make_model(kind, params).stochastic and not is_stochastic(params)
+    for kind in ("coxph", "coxnet", "rsf"):
+        assert not make_model(kind, hyperparameters(kind, {})).stochastic and not is_stochastic(hyperparameters(kind, {}))
+
+
 def test_deterministic_models_have_zero_spread_and_never_abstain(gbsg2, bundles):
     _, test = gbsg2
     for name in ("coxph", "coxnet", "rsf"):

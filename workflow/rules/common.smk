@@ -12,7 +12,7 @@ from biomarkers.errors import BiomarkerError
 from biomarkers.features.params import resolve_params
 from biomarkers.imaging.masks import LABEL_IMAGE_SUFFIXES
 from biomarkers.io.subjects import check_subject_files, read_subjects
-from biomarkers.survival.hyperparameters import hyperparameters
+from biomarkers.survival.hyperparameters import hyperparameters, is_stochastic
 
 
 def check_config(config):
@@ -91,7 +91,7 @@ def model_features(name):
 
 # Models scored with MC dropout (risk_sd > 0): their uncertainty is checked in the report.
 try:
-    MC_MODELS = [m for m in MODELS if hyperparameters(model_kind(m), model_hyperparameters(m)).get("mc_samples", 0) > 0]
+    MC_MODELS = [m for m in MODELS if is_stochastic(hyperparameters(model_kind(m), model_hyperparameters(m)))]
 except ValueError as exc:
     raise WorkflowError(f"config models: {exc}") from None
 UNET_MODELS = [m for m in MODELS if model_segmentation(m) == "unet"]
