@@ -521,6 +521,32 @@ def mask_image(subject):
     return f"{RESULTS}/masks/{subject}.nii.gz" if MASK_DICOM else subjects().loc[subject, "mask"]
 
 
+def cohort_images(cohort):
+    """Every image of the cohort's subjects that a rule reading them through the sheet opens (PET,
+    CT, reference and organ masks), declared so that editing one reruns the rule."""
+    sheet = subjects()
+    files = []
+    for subject in cohort_ids(cohort):
+        files.append(pet_image(SimpleNamespace(subject=subject)))
+        if CT_DICOM or "ct" in sheet.columns:
+            files.append(ct_image(subject))
+        if "mask" in sheet.columns:
+            files.append(mask_image(subject))
+        if "organs" in sheet.columns:
+            files.append(sheet.loc[subject, "organs"])
+    return [f for f in files if isinstance(f, str) and f]
+
+
+def training_images(wildcards):
+    """The training cohort's images (`train-unet` reads them through the sheet)."""
+    return cohort_images(TRAIN)
+
+
+def wildcard_cohort_images(wildcards):
+    """The wildcard cohort's images (`segment-quality` reads them through the sheet)."""
+    return cohort_images(wildcards.cohort)
+
+
 def image_sheet_input(wildcards):
     """The sheet the rules reading images through a sheet get: the subjects sheet, or (when any
     image is converted: SUV, CT or mask from DICOM) a copy naming the converted files."""

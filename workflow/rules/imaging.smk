@@ -81,6 +81,7 @@ for index, (label, ids) in enumerate(chunks()):
 
 rule train_unet:
     input:
+        training_images,
         sheet=image_sheet_input,
     output:
         f"{RESULTS}/models/unet.pt",
@@ -149,6 +150,7 @@ rule segmentation_quality:
     input:
         unet_masks,
         unet_organ_masks,
+        wildcard_cohort_images,
         sheet=image_sheet_input,
     output:
         cases=f"{RESULTS}/segmentation_quality/{{cohort}}_cases.tsv",
