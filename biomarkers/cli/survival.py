@@ -58,10 +58,12 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
     bags = _read_bags(patches)
     choice = read_json(abstention, "uncertainty choice") if abstention is not None else None
     try:
-        bundle, summary = fit_bundle(table, model, _split(include) or None, _split(log_features), penalizer,
-                                     l1_ratio, sha256_file(features), params,
-                                     [float(h) for h in _split(horizons)] or None, abstain_quantile, pipeline,
-                                     abstain_on, bags, choice)
+        bundle, summary = fit_bundle(table, model, features=_split(include) or None,
+                                     log_features=_split(log_features), penalizer=penalizer, l1_ratio=l1_ratio,
+                                     table_sha256=sha256_file(features), params=params,
+                                     horizons=[float(h) for h in _split(horizons)] or None,
+                                     abstain_quantile=abstain_quantile, pipeline=pipeline, abstain_on=abstain_on,
+                                     bags=bags, uncertainty_choice=choice)
     except FeatureTableError as exc:
         if exc.path is not None:
             raise

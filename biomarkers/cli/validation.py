@@ -39,21 +39,9 @@ def compare(scores: List[str] = typer.Argument(..., help="NAME=SCORES.parquet of
             bootstrap: int = typer.Option(1000, help="Bootstrap resamples (the same for every model)."),
             seed: int = typer.Option(0, help="Bootstrap seed.")) -> None:
     """Paired bootstrap comparison of models' C-indices on the same cohort."""
-    import pandas as pd
+    from biomarkers.validation.compare import compare_files
 
-    from biomarkers.errors import InputError
-    from biomarkers.io.atomic import write_tsv
-    from biomarkers.validation.compare import compare_models
-
-    tables = {}
-    for name, path in _key_values(scores, "NAME=SCORES").items():
-        if not Path(path).is_file():
-            raise InputError("scores file does not exist", path=path)
-        tables[name] = pd.read_parquet(path)
-    if len(tables) < 2:
-        raise ValueError("compare needs the scores of at least two models")
-    result = compare_models(tables, bootstrap, seed)
-    write_tsv(result, out, float_format="%.4g")
+    result = compare_files(_key_values(scores, "NAME=SCORES"), out, bootstrap, seed)
     typer.echo(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
@@ -64,20 +52,9 @@ def uncertainty_plot(scores: Path = typer.Option(..., help="scores.parquet of an
                      out: Path = typer.Option(..., help="PNG to write."),
                      label: str = typer.Option("", help="Title label (model and cohort).")) -> None:
     """Does the MC-dropout spread mean something: discordance by risk_sd and C-index after abstention."""
-    import json
+    from biomarkers.validation.evaluate import uncertainty_plot_files
 
-    import pandas as pd
-
-    from biomarkers.errors import InputError
-    from biomarkers.report.validation_plots import uncertainty_plot as plot
-
-    for path in (scores, metrics):
-        if not path.is_file():
-            raise InputError("file does not exist", path=path)
-    checks = json.loads(metrics.read_text()).get("uncertainty")
-    if checks is None:
-        raise InputError("no uncertainty checks in the metrics (a deterministic model has risk_sd = 0)", path=metrics)
-    plot(pd.read_parquet(scores), out, f"Uncertainty, {label}".rstrip(", "), checks=checks)
+    uncertainty_plot_files(scores, metrics, out, label)
 
 
 @app.command()
@@ -99,20 +76,7 @@ def headline(metrics: Path = typer.Argument(..., help="Stacked metrics TSV (`col
              plot_skip_cohort: List[str] = typer.Option([], help="Cohort the plot leaves out (e.g. the training "
                                                                  "cohort, whose C is apparent); repeatable.")) -> None:
     """Headline metrics per model and cohort, as 'estimate (95 % interval)' text."""
-    import pandas as pd
+    from biomarkers.validation.evaluate import headline_files
 
-    from biomarkers.errors import InputError
-    from biomarkers.io.atomic import write_tsv
-    from biomarkers.validation.evaluate import headline_table
-
-    if not metrics.is_file():
-        raise InputError("metrics table does not exist", path=metrics)
-    table = pd.read_csv(metrics, sep="\t")
-    table = table[~table["cohort"].astype(str).isin(skip_cohort)] if "cohort" in table else table
-    result = headline_table(table)
-    write_tsv(result, out)
-    if plot is not None:
-        from biomarkers.report.plots import model_cindex_plot
-
-        model_cindex_plot(table[~table["cohort"].astype(str).isin(plot_skip_cohort)], plot)
+    result = headline_files(metrics, out, skip_cohort, plot, plot_skip_cohort)
     typer.echo(result.to_string(index=False))

@@ -13,6 +13,7 @@ percentile interval that excludes 0.
 from __future__ import annotations
 
 from itertools import combinations
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -129,3 +130,20 @@ def compare_models(scores: Mapping[str, pd.DataFrame], n_boot: int = 1000, seed:
                          "difference": ca - cb, "ci_low": num(lo), "ci_high": num(hi),
                          "p": bootstrap_p(boot), "n_boot_used": int(len(boot))})
     return pd.DataFrame(rows)
+
+
+def compare_files(paths: Mapping[str, str | Path], out: str | Path, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """:func:`compare_models` of the scores files ``{model name: path}`` of one cohort; writes the TSV."""
+    from biomarkers.errors import InputError
+    from biomarkers.io.atomic import write_tsv
+
+    tables = {}
+    for name, path in paths.items():
+        if not Path(path).is_file():
+            raise InputError("scores file does not exist", path=path)
+        tables[name] = pd.read_parquet(path)
+    if len(tables) < 2:
+        raise ValueError("compare needs the scores of at least two models")
+    result = compare_models(tables, n_boot, seed)
+    write_tsv(result, out, float_format="%.4g")
+    return result

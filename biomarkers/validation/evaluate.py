@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -205,3 +206,36 @@ def _validation_figures(scores: pd.DataFrame, metrics: dict, calibration_plot: s
     if uncertainty_plot is not None and "uncertainty" in metrics:
         validation_plots.uncertainty_plot(scores, uncertainty_plot, f"Uncertainty, {label}".rstrip(", "),
                                           checks=metrics["uncertainty"])
+
+
+def headline_files(metrics: str | Path, out: str | Path, skip_cohorts: Sequence[str] = (),
+                   plot: str | Path | None = None, plot_skip_cohorts: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`headline_table` of a stacked metrics TSV (``collect`` of every ``evaluate --table``),
+    without ``skip_cohorts``; writes the TSV and, optionally, every model's Harrell's C side by side."""
+    metrics = Path(metrics)
+    if not metrics.is_file():
+        raise InputError("metrics table does not exist", path=metrics)
+    table = pd.read_csv(metrics, sep="\t")
+    table = table[~table["cohort"].astype(str).isin(skip_cohorts)] if "cohort" in table else table
+    result = headline_table(table)
+    write_tsv(result, out)
+    if plot is not None:
+        from biomarkers.report.plots import model_cindex_plot
+
+        model_cindex_plot(table[~table["cohort"].astype(str).isin(plot_skip_cohorts)], plot)
+    return result
+
+
+def uncertainty_plot_files(scores: str | Path, metrics: str | Path, out: str | Path, label: str = "") -> None:
+    """The MC-dropout uncertainty figure of a scores file, from the checks its ``evaluate`` metrics hold."""
+    import json
+
+    from biomarkers.report.validation_plots import uncertainty_plot
+
+    for path in (scores, metrics):
+        if not Path(path).is_file():
+            raise InputError("file does not exist", path=path)
+    checks = json.loads(Path(metrics).read_text()).get("uncertainty")
+    if checks is None:
+        raise InputError("no uncertainty checks in the metrics (a deterministic model has risk_sd = 0)", path=metrics)
+    uncertainty_plot(pd.read_parquet(scores), out, f"Uncertainty, {label}".rstrip(", "), checks=checks)
