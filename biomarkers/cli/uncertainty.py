@@ -68,15 +68,8 @@ def uncertainty_choice(features: Path = typer.Option(..., help="Training feature
 
 def uncertainty_scores(features: Path = typer.Option(..., help="Training feature table."),
                        cohort: List[str] = typer.Option(..., help="NAME=FEATURES.parquet of a cohort to score; repeatable."),
-                       calibration: Path = typer.Option(..., help="Out-of-fold scores of `uncertainty-choice` "
-                                                                  "(made with the same flags)."),
-                       model: str = _MODEL, set_: List[str] = _SET, include: str = _INCLUDE,
-                       log_features: str = _LOG_FEATURES,
-                       harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
-                       corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
-                       max_features: Optional[int] = cli_args.MAX_FEATURES,
-                       members: int = _MEMBERS, folds: int = _FOLDS, alpha: float = _ALPHA, c0_days: float = _C0_DAYS,
-                       abstain_quantile: float = _ABSTAIN_QUANTILE, seed: int = _SEED,
+                       calibration: Path = typer.Option(..., help="Out-of-fold scores of `uncertainty-choice` (its choice "
+                                                                  "names the model and the settings)."),
                        training_cohort: str = _TRAINING_COHORT, threads: int = cli_args.THREADS,
                        out: Path = typer.Option(..., help="Scores (parquet) to write: every cohort, training out-of-fold.")
                        ) -> None:
@@ -84,12 +77,9 @@ def uncertainty_scores(features: Path = typer.Option(..., help="Training feature
     from biomarkers.survival.uncertainty_methods import uncertainty_scores_to_files
 
     cli_args.torch_threads(threads)
-    entry, settings = _entry_and_settings(features, training_cohort, model, set_, include, log_features,
-                                          (harmonize, not_harmonized, corr_threshold, fdr_q, max_features),
-                                          (members, folds, alpha, c0_days, abstain_quantile, seed))
-    picked = uncertainty_scores_to_files(features, key_values(cohort, "--cohort"), entry, settings, calibration, out,
-                                         training_cohort, progress=True)
-    typer.echo(f"{model}: {picked['rule']}")
+    picked = uncertainty_scores_to_files(features, key_values(cohort, "--cohort"), calibration, out, training_cohort,
+                                         progress=True)
+    typer.echo(f"{picked['model']}: {picked['rule']}")
 
 
 def uncertainty_evaluate(scores: Path = typer.Option(..., help="Scores of `uncertainty-scores`."),

@@ -78,6 +78,12 @@ class ModelEntry:
                                       "log_features": list(self.log_features), "params": dict(self.params or {}),
                                       "pipeline": dict(self.pipeline or {})}, sort_keys=True))
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "ModelEntry":
+        """The entry :meth:`record` wrote."""
+        return cls(record["kind"], record["features"], tuple(record["log_features"]), dict(record["params"]),
+                   dict(record["pipeline"]))
+
     def fit(self, table: pd.DataFrame, seed_offset: int = 0) -> ModelBundle:
         params = dict(self.params or {})
         if seed_offset:
@@ -246,11 +252,12 @@ def uncertainty_choice_to_files(train_path: str | Path, entry: ModelEntry, setti
     return choice
 
 
-def uncertainty_scores_to_files(train_path: str | Path, cohort_paths: Mapping[str, str | Path], entry: ModelEntry,
-                                settings: UncertaintySettings, calibration_path: str | Path, out_scores: str | Path,
-                                training_cohort: str = "train", progress: bool = False) -> dict:
+def uncertainty_scores_to_files(train_path: str | Path, cohort_paths: Mapping[str, str | Path],
+                                calibration_path: str | Path, out_scores: str | Path, training_cohort: str = "train",
+                                progress: bool = False) -> dict:
     """:func:`uncertainty_scores` from feature-table files and the calibration written by
-    :func:`uncertainty_choice_to_files`; writes the scores (parquet, the choice in its metadata)."""
+    :func:`uncertainty_choice_to_files`, whose choice names the model entry and the settings;
+    writes the scores (parquet, the choice in its metadata)."""
     from biomarkers.errors import InputError
     from biomarkers.io.atomic import read_parquet_metadata, write_parquet
     from biomarkers.io.provenance import sha256_file
@@ -260,17 +267,14 @@ def uncertainty_scores_to_files(train_path: str | Path, cohort_paths: Mapping[st
     if not calibration_path.is_file():
         raise InputError("uncertainty calibration does not exist (run uncertainty-choice)", path=calibration_path)
     choice = read_parquet_metadata(calibration_path).get("uncertainty_choice")
-    if not isinstance(choice, dict):
+    if not isinstance(choice, dict) or not {"entry", "settings"} <= set(choice):
         raise InputError("not an uncertainty calibration (no choice in its metadata)", path=calibration_path)
     if choice.get("train_table_sha256") != sha256_file(train_path):
         raise InputError(f"calibration made on another training table than {train_path}; rerun uncertainty-choice",
                          path=calibration_path)
     train = read_feature_table(train_path, training_cohort=training_cohort)
     cohorts = {name: read_feature_table(path) for name, path in cohort_paths.items()}
-    try:
-        scores, choice = uncertainty_scores(entry, train, cohorts, settings, progress,
-                                            (pd.read_parquet(calibration_path), choice))
-    except ValueError as exc:
-        raise InputError(f"{exc}; rerun uncertainty-choice with the same flags", path=calibration_path) from None
+    entry, settings = ModelEntry.from_record(choice["entry"]), UncertaintySettings(**choice["settings"])
+    scores, choice = uncertainty_scores(entry, train, cohorts, settings, progress, (pd.read_parquet(calibration_path), choice))
     write_parquet(scores, out_scores, {"uncertainty_choice": choice})
     return choice

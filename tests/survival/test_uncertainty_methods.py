@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from biomarkers.errors import FeatureTableError, InputError
@@ -81,7 +82,7 @@ def test_a_bundle_fitted_with_the_choice_abstains_where_the_scores_do(gbsg2, sco
         fit_bundle(train, "coxph", FEATURES, LOGS, uncertainty_choice={**choice, "chosen": "ensemble"})
 
 
-def test_the_scores_refuse_a_calibration_of_another_training_table(gbsg2, tmp_path):
+def test_the_scores_use_the_calibration_of_the_same_training_table(gbsg2, tmp_path):
     train, test = gbsg2
     entry = ModelEntry("coxph", FEATURES, LOGS, {"penalizer": 0.1})
     settings = UncertaintySettings(members=2, folds=3, c0_days=1500)
@@ -91,13 +92,18 @@ def test_the_scores_refuse_a_calibration_of_another_training_table(gbsg2, tmp_pa
                                          tmp_path / "choice.json")
     assert json.loads((tmp_path / "choice.json").read_text()) == choice
     with pytest.raises(InputError, match="another training table"):
-        uncertainty_scores_to_files(tmp_path / "test.parquet", {"x": tmp_path / "train.parquet"}, entry, settings,
-                                    tmp_path / "cal.parquet", tmp_path / "scores.parquet")
-    with pytest.raises(InputError, match="other settings"):
-        uncertainty_scores_to_files(tmp_path / "train.parquet", {"test": tmp_path / "test.parquet"}, entry,
-                                    UncertaintySettings(members=3, folds=3, c0_days=1500), tmp_path / "cal.parquet",
+        uncertainty_scores_to_files(tmp_path / "test.parquet", {"x": tmp_path / "train.parquet"}, tmp_path / "cal.parquet",
                                     tmp_path / "scores.parquet")
     assert not (tmp_path / "scores.parquet").exists()
+    oof = pd.read_parquet(tmp_path / "cal.parquet")
+    with pytest.raises(ValueError, match="other settings"):
+        uncertainty_scores(entry, train, {"test": test}, UncertaintySettings(members=3, folds=3, c0_days=1500),
+                           calibration=(oof, choice))
+    # the entry and settings come from the calibration's choice: the same scores as in memory
+    uncertainty_scores_to_files(tmp_path / "train.parquet", {"test": tmp_path / "test.parquet"}, tmp_path / "cal.parquet",
+                                tmp_path / "scores.parquet")
+    expected, _ = uncertainty_scores(entry, train, {"test": test}, settings, calibration=(oof, choice))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "scores.parquet"), expected)
 
 
 def test_scores_are_reproducible(gbsg2, scored):

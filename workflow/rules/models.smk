@@ -303,13 +303,7 @@ rule uncertainty_scores:
     output:
         scores=f"{RESULTS}/uncertainty/{{model}}/scores.parquet",
     params:
-        kind=model_kind_param,
-        sets=model_set_flags,
-        pipeline=pipeline_flags,
-        include=model_include,
-        log_features=model_log_features,
         cohorts=cohort_table_flags,
-        settings=uncertainty_flags,
         train=TRAIN,
     log:
         f"{RESULTS}/logs/uncertainty_scores/{{model}}.log",
@@ -322,10 +316,8 @@ rule uncertainty_scores:
     conda:
         ENV
     shell:
-        "biomarkers uncertainty-scores --features {input.train:q} {params.cohorts} --model {params.kind} {params.sets}"
-        " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline} {params.settings}"
-        " --calibration {input.calibration:q} --training-cohort {params.train:q} --threads {threads}"
-        " --out {output.scores:q} > {log:q} 2>&1"
+        "biomarkers uncertainty-scores --features {input.train:q} {params.cohorts} --calibration {input.calibration:q}"
+        " --training-cohort {params.train:q} --threads {threads} --out {output.scores:q} > {log:q} 2>&1"
 
 
 rule uncertainty_evaluation:
