@@ -181,8 +181,8 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
     horizons : sequence of float, optional
         Times (days) at which survival is scored; default :func:`default_horizons`.
     abstain_quantile : float
-        Quantile of the training cohort's MC-dropout ``risk_sd`` above which a patient's
-        score is flagged for abstention (stochastic models only).
+        Quantile of the training cohort's abstention measure above which a patient's score is
+        flagged for abstention (MC-dropout measures: stochastic models only).
     abstain_on : {"risk_flip", "risk_sd", "distance"}
         The uncertainty measure of the abstention (module docstring).
     uncertainty_choice : dict, optional
