@@ -1,7 +1,8 @@
-"""Network, training loop and dropout masks behind :mod:`biomarkers.survival.deep`.
+"""Network, training loop, devices and dropout masks behind the survival networks
+(:mod:`biomarkers.survival.deep`, :mod:`biomarkers.survival.cnn`) and the other trainings.
 
 The loop is plain torch (torchtuples' data loader breaks on torch >= 2.6); pycox is used
-only for its losses and label transforms, in ``deep.py``. Everything stochastic is seeded:
+only for its losses (:mod:`biomarkers.survival.losses`) and label transforms. Everything stochastic is seeded:
 weight initialisation and training dropout from ``torch.manual_seed`` inside a forked RNG
 (the caller's global RNG state is left untouched), batch order from a local
 ``torch.Generator``, the validation split from a numpy ``Generator`` and MC-dropout masks
