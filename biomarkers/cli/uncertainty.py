@@ -17,38 +17,24 @@ from biomarkers.cli import args as cli_args
 from biomarkers.cli.args import key_values, split_list
 
 
-_MODEL = typer.Option("coxph", help="Model kind (as for `fit`).")
-_SET = typer.Option([], "--set", help="Hyperparameter KEY=VALUE; repeatable.")
-_INCLUDE = typer.Option("", help="Comma-separated feature columns.")
-_LOG_FEATURES = typer.Option("", help="Comma-separated features to log1p-transform.")
-_MEMBERS = typer.Option(5, help="Ensemble members (the model and members - 1 more).")
-_FOLDS = typer.Option(5, help="Cross-validation folds of the training cohort.")
-_ALPHA = typer.Option(0.1, help="Conformal miscoverage: the bound covers 1 - alpha.")
-_C0_DAYS = typer.Option(1095.0, help="Conformal cut-off (days): the bound never exceeds it.")
-_ABSTAIN_QUANTILE = typer.Option(0.9, help="Flag above this quantile of each method's training values.")
-_SEED = typer.Option(0, help="Seed of the folds and bootstrap members.")
 _TRAINING_COHORT = typer.Option("train", help="Cohort the training table must be of.")
 
 
-def _entry_and_settings(features: Path, training_cohort: str, model: str, set_: List[str], include: str,
-                        log_features: str, pipeline_flags: tuple, settings: tuple):
-    from biomarkers.survival.bundle import read_feature_table
-    from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings
-
-    table = read_feature_table(features, training_cohort=training_cohort)
-    pipeline = cli_args.pipeline_options(table, include, *pipeline_flags)
-    entry = ModelEntry(model, split_list(include) or None, split_list(log_features), key_values(set_), pipeline)
-    return entry, UncertaintySettings(*settings)
-
-
 def uncertainty_choice(features: Path = typer.Option(..., help="Training feature table."),
-                       model: str = _MODEL, set_: List[str] = _SET, include: str = _INCLUDE,
-                       log_features: str = _LOG_FEATURES,
+                       model: str = typer.Option("coxph", help="Model kind (as for `fit`)."),
+                       set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE; repeatable."),
+                       include: str = typer.Option("", help="Comma-separated feature columns."),
+                       log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
                        harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
                        corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
                        max_features: Optional[int] = cli_args.MAX_FEATURES,
-                       members: int = _MEMBERS, folds: int = _FOLDS, alpha: float = _ALPHA, c0_days: float = _C0_DAYS,
-                       abstain_quantile: float = _ABSTAIN_QUANTILE, seed: int = _SEED,
+                       members: int = typer.Option(5, help="Ensemble members (the model and members - 1 more)."),
+                       folds: int = typer.Option(5, help="Cross-validation folds of the training cohort."),
+                       alpha: float = typer.Option(0.1, help="Conformal miscoverage: the bound covers 1 - alpha."),
+                       c0_days: float = typer.Option(1095.0, help="Conformal cut-off (days): the bound never exceeds it."),
+                       abstain_quantile: float = typer.Option(0.9, help="Flag above this quantile of each method's "
+                                                                        "training values."),
+                       seed: int = typer.Option(0, help="Seed of the folds and bootstrap members."),
                        training_cohort: str = _TRAINING_COHORT, threads: int = cli_args.THREADS,
                        out: Path = typer.Option(..., help="Out-of-fold training scores (parquet) to write."),
                        choice: Path = typer.Option(..., help="JSON to write: methods, training areas, the chosen "
@@ -56,12 +42,15 @@ def uncertainty_choice(features: Path = typer.Option(..., help="Training feature
                        ) -> None:
     """Each uncertainty method on cross-validation of the training cohort; the conformal calibration
     and the abstention method chosen there."""
-    from biomarkers.survival.uncertainty_methods import uncertainty_choice_to_files
+    from biomarkers.survival.bundle import read_feature_table
+    from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings, uncertainty_choice_to_files
 
     cli_args.torch_threads(threads)
-    entry, settings = _entry_and_settings(features, training_cohort, model, set_, include, log_features,
-                                          (harmonize, not_harmonized, corr_threshold, fdr_q, max_features),
-                                          (members, folds, alpha, c0_days, abstain_quantile, seed))
+    table = read_feature_table(features, training_cohort=training_cohort)  # its columns resolve the preprocessing
+    pipeline = cli_args.pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q,
+                                         max_features)
+    entry = ModelEntry(model, split_list(include) or None, split_list(log_features), key_values(set_), pipeline)
+    settings = UncertaintySettings(members, folds, alpha, c0_days, abstain_quantile, seed)
     picked = uncertainty_choice_to_files(features, entry, settings, out, choice, training_cohort, progress=True)
     typer.echo(f"{model}: abstention by {picked['rule']}")
 
