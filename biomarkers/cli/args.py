@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import typer
 
-# Preprocessing options of `fit`, `cv` and `uncertainty-scores` (see :func:`pipeline_options`).
+# Preprocessing options of `fit`, `cv` and `uncertainty-choice` (see :func:`pipeline_options`).
 HARMONIZE = typer.Option(False, help="ComBat across the table's center column (fitted on training).")
 NOT_HARMONIZED = typer.Option("", help="Comma-separated features ComBat leaves alone (clinical covariates).")
 CORR_THRESHOLD = typer.Option(None, help="Drop one of two features with |Spearman r| above this.")
@@ -41,16 +41,46 @@ def key_values(items: Sequence[str], flag: str = "--set") -> dict[str, str]:
     return out
 
 
-def pipeline_options(table, include: str, harmonize: bool, not_harmonized: str, corr_threshold: Optional[float],
-                     fdr_q: Optional[float], max_features: Optional[int]) -> dict:
-    """Preprocessing options of `fit`, `cv` and `uncertainty-scores`
-    (:data:`biomarkers.survival.bundle.PIPELINE_DEFAULTS`): ComBat on the included features but the
-    ``not_harmonized`` ones, and the filters."""
+SPEC = typer.Option(None, help="The model as JSON: {\"kind\": ..., \"params\": {...}, \"features\": [...], "
+                               "\"log_features\": [...]} (instead of --model, --set, --include, --log-features).")
+
+
+def model_spec(spec: Optional[str], model: Optional[str], sets: Sequence[str], include: str, log_features: str):
+    """The :class:`~biomarkers.survival.spec.ModelSpec` of ``--spec JSON``, or of ``--model`` (default
+    coxph), ``--set KEY=VALUE``, ``--include`` and ``--log-features``; not both."""
+    from biomarkers.survival.spec import ModelSpec
+
+    if spec is None:
+        return ModelSpec(model or "coxph", split_list(include) or None, tuple(split_list(log_features)),
+                         key_values(sets))
+    if model is not None or sets or include or log_features:
+        raise ValueError("--spec names the model, its hyperparameters and features; give it without --model, "
+                         "--set, --include and --log-features")
+    return parse_spec(spec)
+
+
+def parse_spec(text: str, what: str = "--spec"):
+    """The :class:`~biomarkers.survival.spec.ModelSpec` of a ``--spec`` JSON text (without preprocessing,
+    which the verbs' own options give)."""
+    from biomarkers.survival.spec import ModelSpec
+
+    parsed = ModelSpec.from_json(text, what)
+    if parsed.pipeline:
+        raise ValueError(f"{what}: give the preprocessing by its own options (--harmonize, --corr-threshold, ...), "
+                         "not as pipeline")
+    return parsed
+
+
+def pipeline_options(table, features: Optional[Sequence[str]], harmonize: bool, not_harmonized: str,
+                     corr_threshold: Optional[float], fdr_q: Optional[float], max_features: Optional[int]) -> dict:
+    """Preprocessing options of `fit`, `cv` and `uncertainty-choice`
+    (:data:`biomarkers.survival.bundle.PIPELINE_DEFAULTS`): ComBat on ``features`` (default: every
+    numeric column) but the ``not_harmonized`` ones, and the filters."""
     from biomarkers.survival.preprocess import select_features
 
     options: dict = {"corr_threshold": corr_threshold, "fdr_q": fdr_q, "max_features": max_features}
     if harmonize:
         keep = set(split_list(not_harmonized))
         options.update(harmonize=True,
-                       combat_features=[f for f in select_features(table, split_list(include) or None) if f not in keep])
+                       combat_features=[f for f in select_features(table, features or None) if f not in keep])
     return options

@@ -23,13 +23,14 @@ _torch_threads = cli_args.torch_threads
 @app.command()
 @user_errors
 def fit(features: Path = typer.Option(..., help="Training feature table."),
-        model: str = typer.Option("coxph", help="coxph | coxnet | rsf | deepsurv | logistic_hazard | deephit | cnn_survival."),
+        model: Optional[str] = typer.Option(None, help="coxph (default) | coxnet | rsf | deepsurv | logistic_hazard | "
+                                                       "deephit | cnn_survival."),
         out: Path = typer.Option(..., help="Model directory to write."),
         include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
         log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
-        penalizer: Optional[float] = typer.Option(None, help="coxph penalty strength (default 0.1)."),
-        l1_ratio: Optional[float] = typer.Option(None, help="Elastic-net mixing, 0 = ridge, 1 = lasso (coxph, coxnet)."),
-        set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE (see `biomarkers models`); repeatable."),
+        set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE (see `biomarkers models`), e.g. "
+                                                         "penalizer=0.1; repeatable."),
+        spec: Optional[str] = cli_args.SPEC,
         horizons: str = typer.Option("", help="Comma-separated times (days) at which survival is scored "
                                                "(default: quartiles of the training event times)."),
         abstain_quantile: float = typer.Option(0.9, help="Abstain where the uncertainty exceeds this quantile of "
@@ -49,21 +50,19 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
     """Fit a survival model on the training cohort and freeze it."""
     from biomarkers.io.provenance import sha256_file
     from biomarkers.io.atomic import read_json
-    from biomarkers.survival.bundle import fit_bundle, read_feature_table, save_bundle
+    from biomarkers.survival.bundle import Abstention, fit_bundle, read_feature_table, save_bundle
 
     _torch_threads(threads)
-    params = _key_values(set_)
+    spec_ = cli_args.model_spec(spec, model, set_, include, log_features)
     table = read_feature_table(features, training_cohort=training_cohort)
-    pipeline = pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
+    spec_ = spec_.with_pipeline(pipeline_options(table, spec_.features, harmonize, not_harmonized, corr_threshold,
+                                                 fdr_q, max_features))
     bags = _read_bags(patches)
     choice = read_json(abstention, "uncertainty choice") if abstention is not None else None
     try:
-        bundle, summary = fit_bundle(table, model, features=_split(include) or None,
-                                     log_features=_split(log_features), penalizer=penalizer, l1_ratio=l1_ratio,
-                                     table_sha256=sha256_file(features), params=params,
+        bundle, summary = fit_bundle(table, spec_, table_sha256=sha256_file(features),
                                      horizons=[float(h) for h in _split(horizons)] or None,
-                                     abstain_quantile=abstain_quantile, pipeline=pipeline, abstain_on=abstain_on,
-                                     bags=bags, uncertainty_choice=choice)
+                                     abstention=Abstention(abstain_quantile, abstain_on, choice), bags=bags)
     except FeatureTableError as exc:
         if exc.path is not None:
             raise
@@ -72,8 +71,8 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
     if plot is not None:
         from biomarkers.report.model_plots import model_plot
 
-        model_plot(bundle, summary, table, plot, f"{model} (n={len(table)}, {bundle.info['n_events']} events)")
-    typer.echo(f"fitted {model} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out} "
+        model_plot(bundle, summary, table, plot, f"{spec_.kind} (n={len(table)}, {bundle.info['n_events']} events)")
+    typer.echo(f"fitted {spec_.kind} on {len(table)} subjects ({bundle.info['n_events']} events) -> {out} "
                f"(bundle SHA-256 {bundle.sha256})")
 
 
@@ -89,13 +88,15 @@ def _read_bags(path: Optional[Path]):
 @app.command()
 @user_errors
 def cv(features: Path = typer.Option(..., help="Training feature table."),
-       model: List[str] = typer.Option(..., help="Candidate model; repeatable."),
+       model: List[str] = typer.Option([], help="Candidate model on --include and --log-features; repeatable."),
+       spec: List[str] = typer.Option([], help="NAME=JSON: a candidate with its own model, hyperparameters and "
+                                               "features (JSON as for `fit --spec`); repeatable."),
        out: Path = typer.Option(..., help="Summary TSV to write: one row per model, best first."),
-       include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
+       include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric); also the "
+                                            "features ComBat harmonises for every candidate."),
        log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
-       set_: List[str] = typer.Option([], "--set", help="MODEL.KEY=VALUE hyperparameter; MODEL.kind=KIND, "
-                                                         "MODEL.features=A,B and MODEL.log_features=A for a candidate "
-                                                         "with its own model and features; repeatable."),
+       set_: List[str] = typer.Option([], "--set", help="MODEL.KEY=VALUE hyperparameter of a --model candidate; "
+                                                         "repeatable."),
        folds: int = typer.Option(5, help="Outer folds."),
        repeats: int = typer.Option(1, help="Repetitions of the outer split."),
        seed: int = typer.Option(0, help="Seed of the outer split."),
@@ -112,17 +113,27 @@ def cv(features: Path = typer.Option(..., help="Training feature table."),
     from biomarkers.io.atomic import write_tsv
     from biomarkers.survival.bundle import read_feature_table
     from biomarkers.survival.crossval import cross_validate, summarise
+    from biomarkers.survival.spec import ModelSpec
 
     params: dict[str, dict[str, str]] = {name: {} for name in model}
     for key, value in _key_values(set_).items():
         name, dot, hyper = key.partition(".")
         if not dot or name not in params:
-            raise ValueError(f"--set {key}=...: expected MODEL.KEY with MODEL one of {', '.join(params)}")
-        params[name][hyper] = _split(value) if hyper in ("features", "log_features") else value
+            raise ValueError(f"--set {key}=...: expected MODEL.KEY with MODEL one of {', '.join(params) or '--model'}")
+        params[name][hyper] = value
+    specs = {name: ModelSpec(name, tuple(_split(include)) or None, tuple(_split(log_features)), given)
+             for name, given in params.items()}
+    for name, text in _key_values(spec, "--spec").items():
+        if name in specs:
+            raise ValueError(f"candidate {name} given twice (--model, --spec)")
+        specs[name] = cli_args.parse_spec(text, f"--spec {name}")
+    if not specs:
+        raise ValueError("no candidate: give --model or --spec")
     table = read_feature_table(features, training_cohort=training_cohort)
-    pipeline = pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q, max_features)
-    per_fold = cross_validate(table, params, _split(include) or None, _split(log_features), folds, repeats, seed,
-                              progress=True, pipeline=pipeline, bags=_read_bags(patches))
+    pipeline = pipeline_options(table, _split(include) or None, harmonize, not_harmonized, corr_threshold, fdr_q,
+                                max_features)
+    per_fold = cross_validate(table, {name: s.with_pipeline(pipeline) for name, s in specs.items()}, folds, repeats,
+                              seed, progress=True, bags=_read_bags(patches))
     summary = summarise(per_fold)
     if folds_out is not None:
         write_tsv(per_fold, folds_out, float_format="%.4g")

@@ -21,10 +21,11 @@ _TRAINING_COHORT = typer.Option("train", help="Cohort the training table must be
 
 
 def uncertainty_choice(features: Path = typer.Option(..., help="Training feature table."),
-                       model: str = typer.Option("coxph", help="Model kind (as for `fit`)."),
+                       model: Optional[str] = typer.Option(None, help="Model kind (as for `fit`; default coxph)."),
                        set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE; repeatable."),
                        include: str = typer.Option("", help="Comma-separated feature columns."),
                        log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
+                       spec: Optional[str] = cli_args.SPEC,
                        harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
                        corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
                        max_features: Optional[int] = cli_args.MAX_FEATURES,
@@ -43,16 +44,16 @@ def uncertainty_choice(features: Path = typer.Option(..., help="Training feature
     """Each uncertainty method on cross-validation of the training cohort; the conformal calibration
     and the abstention method chosen there."""
     from biomarkers.survival.bundle import read_feature_table
-    from biomarkers.survival.uncertainty_methods import ModelEntry, UncertaintySettings, uncertainty_choice_to_files
+    from biomarkers.survival.uncertainty_methods import UncertaintySettings, uncertainty_choice_to_files
 
     cli_args.torch_threads(threads)
+    spec_ = cli_args.model_spec(spec, model, set_, include, log_features)
     table = read_feature_table(features, training_cohort=training_cohort)  # its columns resolve the preprocessing
-    pipeline = cli_args.pipeline_options(table, include, harmonize, not_harmonized, corr_threshold, fdr_q,
-                                         max_features)
-    entry = ModelEntry(model, split_list(include) or None, split_list(log_features), key_values(set_), pipeline)
+    spec_ = spec_.with_pipeline(cli_args.pipeline_options(table, spec_.features, harmonize, not_harmonized,
+                                                          corr_threshold, fdr_q, max_features))
     settings = UncertaintySettings(members, folds, alpha, c0_days, abstain_quantile, seed)
-    picked = uncertainty_choice_to_files(features, entry, settings, out, choice, training_cohort, progress=True)
-    typer.echo(f"{model}: abstention by {picked['rule']}")
+    picked = uncertainty_choice_to_files(features, spec_, settings, out, choice, training_cohort, progress=True)
+    typer.echo(f"{spec_.kind}: abstention by {picked['rule']}")
 
 
 def uncertainty_scores(features: Path = typer.Option(..., help="Training feature table."),

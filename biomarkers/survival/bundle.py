@@ -47,15 +47,18 @@ from biomarkers.errors import FeatureTableError, ModelBundleError
 from biomarkers.io.atomic import atomic_folder, write_parquet
 from biomarkers.io.provenance import sha256_file
 from biomarkers.survival import conformal, measures
+from biomarkers.survival.abstention import CHOICE_MEASURES, MEASURE_COLUMNS, Abstention
 from biomarkers.survival.manifest import MANIFEST, bundle_sha256, check_manifest, library_versions
-from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, hyperparameters, make_model
+from biomarkers.survival.models import MODELS, LinearCox, SurvivalModel, make_model
 from biomarkers.survival.preprocess import FeaturePipeline, select_features
+from biomarkers.survival.spec import ModelSpec
 from biomarkers.survival.tables import (OUTCOME, check_scoring_table, default_horizons, feature_columns,
                                         read_feature_table)
 
-__all__ = ["MANIFEST", "OUTCOME", "ModelBundle", "bundle_sha256", "check_manifest", "check_scoring_table",
-           "default_horizons", "feature_columns", "fit_bundle", "library_versions", "load_bundle",
-           "read_feature_table", "save_bundle", "score_table", "write_scores"]
+__all__ = ["CHOICE_MEASURES", "MANIFEST", "OUTCOME", "Abstention", "ModelBundle", "ModelSpec", "bundle_sha256",
+           "check_manifest", "check_scoring_table", "default_horizons", "feature_columns", "fit_bundle",
+           "library_versions", "load_bundle", "read_feature_table", "save_bundle", "score_table",
+           "write_scores"]
 
 if TYPE_CHECKING:
     from biomarkers.deep.lesion_bags import LesionBags
@@ -67,14 +70,6 @@ CENTER = "center"
 #: no harmonisation, no correlation filter, no screening (features chosen a priori).
 PIPELINE_DEFAULTS: dict[str, Any] = {"harmonize": False, "combat_covariates": [], "combat_features": None,
                                      "corr_threshold": None, "fdr_q": None, "min_features": 1, "max_features": None}
-#: Uncertainty measures the abstention can use (see the module docstring).
-ABSTAIN_MEASURES = ("risk_flip", "risk_sd", "distance", "conformal")
-#: Uncertainty methods (:data:`~biomarkers.survival.uncertainty_methods.METHODS`) a bundle applies
-#: itself, and its score column for each; an ensemble needs its other members, so it is not here.
-CHOICE_MEASURES = {"mc_dropout": "risk_sd", "distance": "distance", "conformal": "conformal"}
-#: Score column of each abstention measure.
-MEASURE_COLUMNS = {"risk_flip": "risk_flip", "risk_sd": "risk_sd", "distance": "u_distance",
-                   "conformal": "u_conformal"}
 #: Seed of the MC-dropout masks at scoring (recorded in the bundle; scores are reproducible).
 SCORE_SEED = 0
 
@@ -156,43 +151,26 @@ class ModelBundle:
         return self.estimator.risk_samples(x, self.info["score_seed"], **self.inputs(table, bags)).mean(axis=0)
 
 
-def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str] | None = None,
-               log_features: Sequence[str] = (), penalizer: float | None = None, l1_ratio: float | None = None,
-               table_sha256: str = "", params: dict[str, Any] | None = None,
-               horizons: Sequence[float] | None = None, abstain_quantile: float = 0.9,
-               pipeline: dict[str, Any] | None = None,
-               abstain_on: str = "risk_flip",
-               bags: "LesionBags | None" = None,
-               uncertainty_choice: Mapping[str, Any] | None = None) -> tuple[ModelBundle, pd.DataFrame | None]:
+def fit_bundle(table: pd.DataFrame, spec: ModelSpec, *, table_sha256: str = "",
+               horizons: Sequence[float] | None = None, abstention: Abstention = Abstention(),
+               bags: "LesionBags | None" = None) -> tuple[ModelBundle, pd.DataFrame | None]:
     """Fit preprocessing and model on the training table.
 
     Parameters
     ----------
     table : DataFrame
         Training feature table (``subject_id``, ``time``, ``event``, features).
-    model : str
-        One of :data:`~biomarkers.survival.models.MODELS`.
-    features, log_features : sequence of str
-        Model features (default: every numeric column) and those to ``log1p``.
-    penalizer, l1_ratio : float, optional
-        Shortcuts for the hyperparameters of the same name (``coxph``, ``coxnet``).
-    params : dict, optional
-        Other hyperparameters (:data:`~biomarkers.survival.models.DEFAULTS`).
-    horizons : sequence of float, optional
-        Times (days) at which survival is scored; default :func:`default_horizons`.
-    abstain_quantile : float
-        Quantile of the training cohort's abstention measure above which a patient's score is
-        flagged for abstention (MC-dropout measures: stochastic models only).
-    abstain_on : {"risk_flip", "risk_sd", "distance"}
-        The uncertainty measure of the abstention (module docstring).
-    uncertainty_choice : dict, optional
-        The choice of :func:`~biomarkers.survival.uncertainty_methods.uncertainty_choice` for this
-        model on this training table: its chosen method replaces ``abstain_on``, and its conformal
-        calibration gives every score a lower bound on the survival time.
-    pipeline : dict, optional
-        Preprocessing options (:data:`PIPELINE_DEFAULTS`; see
+    spec : ModelSpec
+        The model, its hyperparameters, features (default: every numeric column), log features and
+        preprocessing options (:data:`PIPELINE_DEFAULTS`; see
         :class:`~biomarkers.survival.preprocess.FeaturePipeline`): ComBat across the table's
         ``center`` column, correlation filter, FDR screening, cap on the number of features.
+    table_sha256 : str
+        The training table's SHA-256 (recorded; an uncertainty choice made on another table is refused).
+    horizons : sequence of float, optional
+        Times (days) at which survival is scored; default :func:`default_horizons`.
+    abstention : Abstention
+        The abstention measure, its quantile, or the uncertainty choice that picks the measure.
     bags : LesionBags, optional
         The training subjects' lesion patches, for models that read them (``cnn_survival``);
         the design matrix (``features``) then holds what joins the images, e.g. clinical
@@ -204,22 +182,17 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
     summary : DataFrame or None
         Coefficients with standard errors (``coxph``), coefficients (``coxnet``), else None.
     """
-    given = dict(params or {})
-    for key, value in (("penalizer", penalizer), ("l1_ratio", l1_ratio)):
-        if value is not None:
-            given[key] = value
-    params = hyperparameters(model, given)
+    model, params, log_features = spec.kind, spec.hyperparameters, spec.log_features
     if int(table["event"].sum()) < 2:
         raise FeatureTableError("training table has fewer than 2 events; cannot fit a survival model")
-    abstention = _abstention_spec(model, abstain_on, uncertainty_choice, table_sha256)
-    if not 0.0 < abstain_quantile < 1.0:
-        raise ValueError(f"abstain_quantile must lie between 0 and 1, got {abstain_quantile}")
+    abstain_quantile = abstention.quantile
+    abstention = abstention.measure(model, table_sha256)
     time, event = table["time"].to_numpy(float), table["event"].to_numpy(int)
-    options = {**PIPELINE_DEFAULTS, **(pipeline or {})}
+    options = {**PIPELINE_DEFAULTS, **spec.pipeline}
     unknown = sorted(set(options) - set(PIPELINE_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown preprocessing option(s) {', '.join(unknown)}")
-    names = [f for f in select_features(table, features) if not options["harmonize"]
+    names = [f for f in select_features(table, spec.features) if not options["harmonize"]
              or f not in options["combat_covariates"]]
     if options["harmonize"] and options["combat_features"] is not None:
         # only this model's features are harmonised; a model of clinical covariates alone has none
@@ -278,29 +251,6 @@ def fit_bundle(table: pd.DataFrame, model: str = "coxph", features: Sequence[str
         summary = pd.DataFrame({"feature": names, "coef": estimator.coef_})
     bundle.info = info
     return bundle, summary
-
-
-def _abstention_spec(model: str, abstain_on: str, choice: Mapping[str, Any] | None, table_sha256: str) -> dict:
-    """The abstention's measure (and conformal calibration) from ``abstain_on`` or an uncertainty choice."""
-    if choice is None:
-        if abstain_on not in ABSTAIN_MEASURES or abstain_on == "conformal":
-            raise ValueError(f"abstain_on must be one of risk_flip, risk_sd, distance (conformal needs an "
-                             f"uncertainty choice), got {abstain_on!r}")
-        return {"measure": abstain_on}
-    if choice.get("model") != model:
-        raise FeatureTableError(f"uncertainty choice of model {choice.get('model')!r}, not of {model!r}")
-    made_on = choice.get("train_table_sha256", "")
-    if made_on and table_sha256 and made_on != table_sha256:
-        raise FeatureTableError("uncertainty choice made on another training table (SHA-256 "
-                                f"{made_on[:12]}, this one {table_sha256[:12]}); rerun uncertainty-choice")
-    chosen = choice["chosen"]
-    if chosen not in CHOICE_MEASURES:
-        raise FeatureTableError(f"uncertainty choice {chosen!r} is not one a single frozen model applies "
-                                f"({', '.join(CHOICE_MEASURES)})")
-    keys = ("alpha", "c0", "eta", "n_calibration", "effective_n")
-    return {"measure": CHOICE_MEASURES[chosen], "chosen_by": choice.get("rule", ""),
-            "conformal": {k: float(choice["conformal"][k]) for k in keys},
-            "why": f" ({chosen}: the largest selective-prediction area in cross-validation of the training cohort)"}
 
 
 def save_bundle(bundle: ModelBundle, summary: pd.DataFrame | None, out_dir: str | Path) -> None:

@@ -10,7 +10,7 @@ evaluated once, by the bundle refitted on the whole training cohort.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,26 +18,26 @@ from tqdm import tqdm
 
 from biomarkers.errors import FeatureTableError
 from biomarkers.survival.bundle import fit_bundle, score_table
+from biomarkers.survival.spec import ModelSpec
 from biomarkers.stats import harrell_c, uno_c
 
+if TYPE_CHECKING:
+    from biomarkers.deep.lesion_bags import LesionBags
 
-def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
-                   features: Sequence[str] | None = None, log_features: Sequence[str] = (), folds: int = 5,
-                   repeats: int = 1, seed: int = 0, tau_quantile: float = 0.8,
-                   progress: bool = False, **fit_options: Any) -> pd.DataFrame:
+
+def cross_validate(table: pd.DataFrame, specs: Mapping[str, ModelSpec], folds: int = 5, repeats: int = 1,
+                   seed: int = 0, tau_quantile: float = 0.8, progress: bool = False,
+                   bags: "LesionBags | None" = None) -> pd.DataFrame:
     """Held-out C-indices of every candidate model, fold by fold.
 
     Parameters
     ----------
     table : DataFrame
         Training feature table (``subject_id``, ``time``, ``event``, features).
-    models : mapping
-        Candidate name -> hyperparameters (as for :func:`~biomarkers.survival.bundle.fit_bundle`).
-        An entry may also hold ``kind`` (the model, default: the name), ``features`` and
-        ``log_features`` (default: the arguments below), so that candidates can differ in their
-        feature sets (e.g. clinical covariates only against imaging plus clinical).
-    features, log_features
-        As for :func:`~biomarkers.survival.bundle.fit_bundle`.
+    specs : mapping
+        Candidate name -> what to fit (:class:`~biomarkers.survival.spec.ModelSpec`), so that
+        candidates can differ in model, hyperparameters, features (e.g. clinical covariates only
+        against imaging plus clinical) and preprocessing.
     folds, repeats, seed : int
         Outer folds, repetitions with other shuffles, and the seed of the first repetition
         (repetition ``r`` uses ``seed + r``). Every model sees the same folds.
@@ -45,9 +45,8 @@ def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
         Uno's C is truncated at this quantile of the held-out part's times.
     progress : bool
         Show a progress bar.
-    **fit_options
-        Passed on to :func:`~biomarkers.survival.bundle.fit_bundle`; ``bags`` (the training
-        cohort's lesion patches, for ``cnn_survival`` candidates) also scores the held-out parts.
+    bags : LesionBags, optional
+        The training cohort's lesion patches, for ``cnn_survival`` candidates (fitting and scoring).
 
     Returns
     -------
@@ -64,16 +63,11 @@ def cross_validate(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]],
               for k, (train, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed + r)
                                                 .split(np.zeros(len(table)), event))]
     rows = []
-    work = [(name, split) for name in models for split in splits]
+    work = [(name, split) for name in specs for split in splits]
     for name, (r, k, train, test) in tqdm(work, desc="cross-validation", disable=not progress):
         part, held = table.iloc[train].reset_index(drop=True), table.iloc[test].reset_index(drop=True)
-        entry = dict(models[name])
-        kind = entry.pop("kind", name)
-        names = entry.pop("features", features)
-        logs = entry.pop("log_features", log_features)
-        bundle, _ = fit_bundle(part, kind, names, [f for f in logs if not names or f in names], params=entry,
-                               **fit_options)
-        risk = score_table(bundle, held, bags=fit_options.get("bags"))["risk"].to_numpy()
+        bundle, _ = fit_bundle(part, specs[name], bags=bags)
+        risk = score_table(bundle, held, bags=bags)["risk"].to_numpy()
         t, e = held["time"].to_numpy(float), held["event"].to_numpy(int)
         rows.append({"model": name, "repeat": r, "fold": k, "n_test": len(held), "events_test": int(e.sum()),
                      "harrell_c": harrell_c(t, e, risk),

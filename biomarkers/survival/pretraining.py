@@ -53,16 +53,16 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
     """
     from biomarkers.survival.cnn import fit_lesion_bag_cox, risk_samples
     from biomarkers.survival.bundle import fit_bundle
-    from biomarkers.survival.hyperparameters import hyperparameters
+    from biomarkers.survival.spec import ModelSpec
 
-    base = hyperparameters("cnn_survival", dict(params))
+    spec = ModelSpec("cnn_survival", tuple(features), params=params)
+    base = spec.hyperparameters
     t_val, e_val = validation["time"].to_numpy(float), validation["event"].to_numpy(int)
     risks: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}
     losses = {}
     channels = list(train_bags.spec.channels)
     for seed in tqdm(list(seeds), desc="pretraining comparison", disable=not progress):
-        bundle, _ = fit_bundle(train, "cnn_survival", list(features), params={**params, "seed": seed},
-                               bags=train_bags)
+        bundle, _ = fit_bundle(train, spec.with_params(seed=seed), bags=train_bags)
         x_train, x_val = bundle.design(train), bundle.design(validation)
         bags_train = bundle.inputs(train, train_bags)["bags"]
         bags_val = bundle.inputs(validation, validation_bags)["bags"]

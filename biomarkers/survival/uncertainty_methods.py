@@ -1,6 +1,6 @@
 """Four per-patient uncertainty scores of one survival model, and the choice between them.
 
-For a model entry (kind, hyperparameters, features) and the training cohort:
+For a model specification (kind, hyperparameters, features) and the training cohort:
 
 ``mc_dropout`` (``u_mc_dropout``)
     The frozen model's MC-dropout SD of the risk (``risk_sd``; stochastic models only).
@@ -42,7 +42,9 @@ from tqdm import tqdm
 
 from biomarkers.errors import FeatureTableError
 from biomarkers.survival import conformal, measures
-from biomarkers.survival.bundle import CHOICE_MEASURES, ModelBundle, fit_bundle
+from biomarkers.survival.abstention import CHOICE_MEASURES
+from biomarkers.survival.bundle import ModelBundle, fit_bundle
+from biomarkers.survival.spec import ModelSpec
 from biomarkers.stats import selective_area, selective_curve
 
 #: Method name -> score column (higher = less trustworthy).
@@ -62,45 +64,21 @@ class UncertaintySettings:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """What :func:`~biomarkers.survival.bundle.fit_bundle` needs to fit one model."""
-
-    kind: str
-    features: Sequence[str] | None = None
-    log_features: Sequence[str] = ()
-    params: Mapping[str, Any] | None = None
-    pipeline: Mapping[str, Any] | None = None
-
-    def record(self) -> dict:
-        """The entry as plain JSON values (what a choice records and is checked against)."""
-        return json.loads(json.dumps({"kind": self.kind, "features": None if self.features is None else list(self.features),
-                                      "log_features": list(self.log_features), "params": dict(self.params or {}),
-                                      "pipeline": dict(self.pipeline or {})}, sort_keys=True))
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "ModelEntry":
-        """The entry :meth:`record` wrote."""
-        return cls(record["kind"], record["features"], tuple(record["log_features"]), dict(record["params"]),
-                   dict(record["pipeline"]))
-
-    def fit(self, table: pd.DataFrame, seed_offset: int = 0) -> ModelBundle:
-        params = dict(self.params or {})
-        if seed_offset:
-            params["seed"] = int(params.get("seed", 0)) + seed_offset
-        bundle, _ = fit_bundle(table, self.kind, self.features, self.log_features, params=params,
-                               pipeline=dict(self.pipeline or {}))
-        return bundle
+def _fit(spec: ModelSpec, table: pd.DataFrame, seed_offset: int = 0) -> ModelBundle:
+    """``spec`` fitted on ``table``; a network's seed moved on by ``seed_offset``."""
+    if seed_offset:
+        spec = spec.with_params(seed=spec.hyperparameters["seed"] + seed_offset)
+    return fit_bundle(table, spec)[0]
 
 
-def _members(entry: ModelEntry, table: pd.DataFrame, members: int, seed: int) -> list[ModelBundle]:
+def _members(spec: ModelSpec, table: pd.DataFrame, members: int, seed: int) -> list[ModelBundle]:
     """The model itself, then ``members - 1`` more (other seeds, or bootstrap resamples)."""
-    first = entry.fit(table)
+    first = _fit(spec, table)
     out = [first]
     stochastic = first.estimator.stochastic
     for k in range(1, members):
         if stochastic:
-            out.append(entry.fit(table, seed_offset=k))
+            out.append(_fit(spec, table, seed_offset=k))
             continue
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
         for _ in range(100):  # a resample needs two events
@@ -109,7 +87,7 @@ def _members(entry: ModelEntry, table: pd.DataFrame, members: int, seed: int) ->
                 break
         resample = table.iloc[np.sort(rows)].reset_index(drop=True)
         resample["subject_id"] = [f"{sid}#{i}" for i, sid in enumerate(resample["subject_id"])]
-        out.append(entry.fit(resample))
+        out.append(_fit(spec, resample))
     return out
 
 
@@ -139,14 +117,14 @@ def _conformal_columns(scores: pd.DataFrame, bound: conformal.ConformalBound) ->
     return scores.assign(lower_bound=lower, u_conformal=measures.conformal_score(scores["q50"], lower))
 
 
-def _check_entry(entry: ModelEntry, settings: UncertaintySettings) -> None:
-    if entry.kind == "cnn_survival":
+def _check_spec(spec: ModelSpec, settings: UncertaintySettings) -> None:
+    if spec.kind == "cnn_survival":
         raise ValueError("uncertainty methods compare tabular models; cnn_survival reads lesion patches")
     if settings.members < 1 or settings.folds < 2:
         raise ValueError(f"need members >= 1 and folds >= 2, got {settings.members} and {settings.folds}")
 
 
-def uncertainty_choice(entry: ModelEntry, train: pd.DataFrame, settings: UncertaintySettings = UncertaintySettings(),
+def uncertainty_choice(spec: ModelSpec, train: pd.DataFrame, settings: UncertaintySettings = UncertaintySettings(),
                        progress: bool = False, train_sha256: str = "") -> tuple[pd.DataFrame, dict]:
     """Out-of-fold training scores with each method's uncertainty, the conformal calibration on
     them and the abstention method chosen by their selective-prediction areas.
@@ -158,14 +136,15 @@ def uncertainty_choice(entry: ModelEntry, train: pd.DataFrame, settings: Uncerta
         ``risk``, each available method's column (:data:`METHODS`), ``q50``, ``q_alpha`` (the model's
         median and alpha-quantile of T), ``lower_bound`` (conformal, days).
     choice : dict
-        ``model``, ``entry`` (what was fitted), ``methods`` (those available), ``training_area``
+        ``model``, ``entry`` (the specification fitted, :meth:`~biomarkers.survival.spec.ModelSpec.record`),
+        ``methods`` (those available), ``training_area``
         (selective-prediction area of each on the out-of-fold scores), ``eligible`` (those a frozen
         model applies), ``chosen``, ``conformal`` (alpha, c0, eta, calibration size), ``settings``,
         ``train_table_sha256``, ``rule``.
     """
     from sklearn.model_selection import StratifiedKFold
 
-    _check_entry(entry, settings)
+    _check_spec(spec, settings)
     event = train["event"].to_numpy(int)
     if event.sum() < 2 * settings.folds:
         raise FeatureTableError(f"{settings.folds}-fold uncertainty calibration needs at least 2 events per fold; "
@@ -176,7 +155,7 @@ def uncertainty_choice(entry: ModelEntry, train: pd.DataFrame, settings: Uncerta
     for fold, (fit_rows, held_rows) in enumerate(tqdm(splits, desc="uncertainty folds", disable=not progress)):
         part = train.iloc[fit_rows].reset_index(drop=True)
         held = train.iloc[held_rows].reset_index(drop=True)
-        parts.append(_score(_members(entry, part, settings.members, settings.seed + 1000 * fold), part, held,
+        parts.append(_score(_members(spec, part, settings.members, settings.seed + 1000 * fold), part, held,
                             settings.alpha))
     oof = pd.concat(parts, ignore_index=True)
     order = {sid: i for i, sid in enumerate(train["subject_id"].astype(str))}
@@ -190,7 +169,7 @@ def uncertainty_choice(entry: ModelEntry, train: pd.DataFrame, settings: Uncerta
     chosen = max(eligible, key=lambda m: (areas[m], -eligible.index(m)))
     best = max(areas, key=lambda m: (areas[m], -list(methods).index(m)))
     note = "" if best == chosen else f"; {best}, larger still, needs its other members and is not applied"
-    choice = {"model": entry.kind, "entry": entry.record(),
+    choice = {"model": spec.kind, "entry": spec.record(),
               "methods": methods, "training_area": areas, "eligible": eligible, "chosen": chosen,
               "conformal": asdict(bound), "settings": asdict(settings), "train_table_sha256": train_sha256,
               "rule": f"{chosen}: the largest selective-prediction area in {settings.folds}-fold cross-validation "
@@ -199,12 +178,12 @@ def uncertainty_choice(entry: ModelEntry, train: pd.DataFrame, settings: Uncerta
     return oof[columns], choice
 
 
-def uncertainty_scores(entry: ModelEntry, train: pd.DataFrame, cohorts: Mapping[str, pd.DataFrame],
+def uncertainty_scores(spec: ModelSpec, train: pd.DataFrame, cohorts: Mapping[str, pd.DataFrame],
                        settings: UncertaintySettings = UncertaintySettings(), progress: bool = False,
                        calibration: tuple[pd.DataFrame, dict] | None = None) -> tuple[pd.DataFrame, dict]:
     """Out-of-fold training scores and every cohort's scores with each method's uncertainty.
 
-    ``calibration``: the result of :func:`uncertainty_choice` for the same entry, settings and
+    ``calibration``: the result of :func:`uncertainty_choice` for the same specification, settings and
     training table (made here when not given).
 
     Returns
@@ -217,12 +196,12 @@ def uncertainty_scores(entry: ModelEntry, train: pd.DataFrame, cohorts: Mapping[
         That of :func:`uncertainty_choice`, with ``thresholds`` (each method's ``abstain_quantile``
         of the refitted model's training values), ``threshold`` (the chosen one's) and ``rule``.
     """
-    oof, choice = calibration if calibration is not None else uncertainty_choice(entry, train, settings, progress)
-    if choice["settings"] != asdict(settings) or choice["entry"] != entry.record():
+    oof, choice = calibration if calibration is not None else uncertainty_choice(spec, train, settings, progress)
+    if choice["settings"] != asdict(settings) or choice["entry"] != spec.record():
         raise ValueError("the uncertainty calibration was made for another model or other settings")
     bound = conformal.ConformalBound(**choice["conformal"])
     methods = choice["methods"]
-    members = _members(entry, train, settings.members, settings.seed)
+    members = _members(spec, train, settings.members, settings.seed)
     fitted = _conformal_columns(_score(members, train, train, settings.alpha), bound)
     thresholds = {m: float(np.quantile(fitted[c], settings.abstain_quantile)) for m, c in methods.items()}
     frames = [oof] + [_conformal_columns(_score(members, train, table, settings.alpha), bound).assign(cohort=name)
@@ -236,7 +215,7 @@ def uncertainty_scores(entry: ModelEntry, train: pd.DataFrame, cohorts: Mapping[
     return scores[[*oof.columns, "abstain"]], choice
 
 
-def uncertainty_choice_to_files(train_path: str | Path, entry: ModelEntry, settings: UncertaintySettings,
+def uncertainty_choice_to_files(train_path: str | Path, spec: ModelSpec, settings: UncertaintySettings,
                                 out_calibration: str | Path, out_choice: str | Path, training_cohort: str = "train",
                                 progress: bool = False) -> dict:
     """:func:`uncertainty_choice` from the training table's file; writes the out-of-fold scores
@@ -246,7 +225,7 @@ def uncertainty_choice_to_files(train_path: str | Path, entry: ModelEntry, setti
     from biomarkers.survival.bundle import read_feature_table
 
     train = read_feature_table(train_path, training_cohort=training_cohort)
-    oof, choice = uncertainty_choice(entry, train, settings, progress, sha256_file(train_path))
+    oof, choice = uncertainty_choice(spec, train, settings, progress, sha256_file(train_path))
     write_parquet(oof, out_calibration, {"uncertainty_choice": choice})
     write_json(choice, out_choice)
     return choice
@@ -256,7 +235,7 @@ def uncertainty_scores_to_files(train_path: str | Path, cohort_paths: Mapping[st
                                 calibration_path: str | Path, out_scores: str | Path, training_cohort: str = "train",
                                 progress: bool = False) -> dict:
     """:func:`uncertainty_scores` from feature-table files and the calibration written by
-    :func:`uncertainty_choice_to_files`, whose choice names the model entry and the settings;
+    :func:`uncertainty_choice_to_files`, whose choice names the model specification and the settings;
     writes the scores (parquet, the choice in its metadata)."""
     from biomarkers.errors import InputError
     from biomarkers.io.atomic import read_parquet_metadata, write_parquet
@@ -274,7 +253,9 @@ def uncertainty_scores_to_files(train_path: str | Path, cohort_paths: Mapping[st
                          path=calibration_path)
     train = read_feature_table(train_path, training_cohort=training_cohort)
     cohorts = {name: read_feature_table(path) for name, path in cohort_paths.items()}
-    entry, settings = ModelEntry.from_record(choice["entry"]), UncertaintySettings(**choice["settings"])
-    scores, choice = uncertainty_scores(entry, train, cohorts, settings, progress, (pd.read_parquet(calibration_path), choice))
+    spec = ModelSpec.from_record(choice["entry"], f"{calibration_path}: model specification")
+    settings = UncertaintySettings(**choice["settings"])
+    scores, choice = uncertainty_scores(spec, train, cohorts, settings, progress,
+                                        (pd.read_parquet(calibration_path), choice))
     write_parquet(scores, out_scores, {"uncertainty_choice": choice})
     return choice

@@ -12,7 +12,7 @@ from biomarkers.deep.lesion_bags import LesionBags, bags_from_sheet, read_bags, 
 from biomarkers.survival.cnn import (LesionBagCox, fit_lesion_bag_cox, load_network, network_bytes,
                                           risk_samples)
 from biomarkers.errors import FeatureTableError, InputError
-from biomarkers.survival.bundle import fit_bundle, load_bundle, save_bundle, score_table
+from biomarkers.survival.bundle import ModelSpec, fit_bundle, load_bundle, save_bundle, score_table
 from biomarkers.validation.metrics import harrell_c
 
 SPEC = PatchSpec((32.0, 32.0, 32.0), (8, 8, 8), ("pet", "mask"))
@@ -129,7 +129,7 @@ def cohort_tables(n_train=80, n_val=40):
 def test_frozen_end_to_end_model_scores_like_the_tabular_ones(tmp_path):
     (train, bags_tr), (val, bags_va) = cohort_tables()
     params = {"latent": 4, "width": 4, "hidden": 8, "max_epochs": 15, "val_fraction": 0.0, "mc_samples": 20}
-    bundle, summary = fit_bundle(train, "cnn_survival", ["age"], params=params, horizons=[365.0, 730.0],
+    bundle, summary = fit_bundle(train, ModelSpec("cnn_survival", ["age"], params=params), horizons=[365.0, 730.0],
                                  bags=bags_tr)
     assert summary is None and bundle.info["lesion_patches"]["patch"]["shape"] == [8, 8, 8]
     save_bundle(bundle, None, tmp_path / "m")

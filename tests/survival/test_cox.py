@@ -5,14 +5,14 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 
 from biomarkers.errors import FeatureTableError
-from biomarkers.survival.bundle import fit_bundle, load_bundle, save_bundle, score_table
+from biomarkers.survival.bundle import ModelSpec, fit_bundle, load_bundle, save_bundle, score_table
 from biomarkers.validation.metrics import harrell_c
 from gbsg2 import FEATURES, LOGS
 
 
 def test_unpenalised_cox_matches_scikit_survival(gbsg2):
     train, test = gbsg2
-    bundle, _ = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.0)
+    bundle, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.0}))
     ours = harrell_c(test["time"].to_numpy(), test["event"].to_numpy(), score_table(bundle, test)["risk"].to_numpy())
 
     xtr = bundle.design(train)
@@ -27,14 +27,14 @@ def test_unpenalised_cox_matches_scikit_survival(gbsg2):
 
 def test_penalty_shrinks_coefficients(gbsg2):
     train, _ = gbsg2
-    free, _ = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.0)
-    ridge, _ = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=1.0)
+    free, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.0}))
+    ridge, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 1.0}))
     assert np.abs(ridge.coef).sum() < 0.8 * np.abs(free.coef).sum()
 
 
 def test_bundle_round_trip_and_risk_groups(gbsg2, tmp_path):
     train, test = gbsg2
-    bundle, summary = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.1, table_sha256="abc")
+    bundle, summary = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1}), table_sha256="abc")
     save_bundle(bundle, summary, tmp_path / "model")
     loaded = load_bundle(tmp_path / "model")
     a, b = score_table(bundle, test), score_table(loaded, test)
@@ -47,7 +47,7 @@ def test_bundle_round_trip_and_risk_groups(gbsg2, tmp_path):
 
 def test_preprocessing_uses_training_statistics_only(gbsg2):
     train, test = gbsg2
-    bundle, _ = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.1)
+    bundle, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1}))
     shifted = test.copy()
     shifted["age"] = shifted["age"] + 100  # a validation cohort must not re-centre itself
     delta = score_table(bundle, shifted)["risk"] - score_table(bundle, test)["risk"]
@@ -58,6 +58,6 @@ def test_preprocessing_uses_training_statistics_only(gbsg2):
 
 def test_missing_feature_column_is_an_error(gbsg2):
     train, test = gbsg2
-    bundle, _ = fit_bundle(train, "coxph", FEATURES, LOGS)
+    bundle, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS))
     with pytest.raises(FeatureTableError, match="tsize"):
         score_table(bundle, test.drop(columns="tsize"), "val.parquet")

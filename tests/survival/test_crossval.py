@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from biomarkers.cli import app
 from biomarkers.errors import FeatureTableError
-from biomarkers.survival.bundle import fit_bundle, score_table
+from biomarkers.survival.bundle import ModelSpec, fit_bundle, score_table
 from biomarkers.survival.crossval import cross_validate, summarise
 from biomarkers.validation.metrics import harrell_c
 from gbsg2 import FEATURES, LOGS
@@ -16,7 +16,8 @@ from gbsg2 import FEATURES, LOGS
 @pytest.fixture(scope="module")
 def folds(gbsg2):
     train, _ = gbsg2
-    return cross_validate(train, {"coxph": {}, "coxnet": {"cv_folds": 3}}, FEATURES, LOGS, folds=3, seed=4)
+    return cross_validate(train, {"coxph": ModelSpec("coxph", FEATURES, LOGS),
+                                  "coxnet": ModelSpec("coxnet", FEATURES, LOGS, {"cv_folds": 3})}, folds=3, seed=4)
 
 
 def test_each_fold_is_scored_by_a_bundle_fitted_on_the_other_folds(gbsg2, folds):
@@ -24,7 +25,7 @@ def test_each_fold_is_scored_by_a_bundle_fitted_on_the_other_folds(gbsg2, folds)
     assert len(folds) == 6 and set(folds["model"]) == {"coxph", "coxnet"}
     split = list(StratifiedKFold(3, shuffle=True, random_state=4).split(np.zeros(len(train)), train["event"]))
     fit_part, held = split[1]
-    bundle, _ = fit_bundle(train.iloc[fit_part].reset_index(drop=True), "coxph", FEATURES, LOGS)
+    bundle, _ = fit_bundle(train.iloc[fit_part].reset_index(drop=True), ModelSpec("coxph", FEATURES, LOGS))
     part = train.iloc[held].reset_index(drop=True)
     expected = harrell_c(part["time"].to_numpy(), part["event"].to_numpy(), score_table(bundle, part)["risk"].to_numpy())
     row = folds[(folds["model"] == "coxph") & (folds["fold"] == 1)].iloc[0]
@@ -44,7 +45,7 @@ def test_too_few_events_per_fold_is_an_error(gbsg2):
     train, _ = gbsg2
     tiny = pd.concat([train[train["event"] == 1].iloc[:5], train[train["event"] == 0].iloc[:20]])
     with pytest.raises(FeatureTableError, match="at least 2 events per fold"):
-        cross_validate(tiny, {"coxph": {}}, FEATURES, LOGS, folds=5)
+        cross_validate(tiny, {"coxph": ModelSpec("coxph", FEATURES, LOGS)}, folds=5)
 
 
 def test_fit_score_and_cv_verbs(gbsg2, tmp_path):
@@ -84,21 +85,21 @@ def test_screening_inside_the_folds_does_not_leak():
     table = pd.concat([pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "time": rng.exponential(500, n),
                                      "event": (rng.random(n) < 0.7).astype(int)}), noise], axis=1)
     screen = {"fdr_q": 0.1, "min_features": 5, "max_features": 5}
-    right = cross_validate(table, {"coxph": {}}, folds=4, repeats=2, pipeline=screen)
+    right = cross_validate(table, {"coxph": ModelSpec("coxph", pipeline=screen)}, folds=4, repeats=2)
     best = univariate_cox(noise, table["time"].to_numpy(), table["event"].to_numpy()).nsmallest(5, "p")["feature"]
-    wrong = cross_validate(table, {"coxph": {}}, list(best), folds=4, repeats=2)
+    wrong = cross_validate(table, {"coxph": ModelSpec("coxph", list(best))}, folds=4, repeats=2)
     assert abs(right["harrell_c"].mean() - 0.5) < 0.06
     assert wrong["harrell_c"].mean() > right["harrell_c"].mean() + 0.06
 
 
 def test_candidates_with_their_own_kind_and_features(gbsg2):
     train, _ = gbsg2
-    folds = cross_validate(train, {"small": {"kind": "coxph", "features": ["age", "pnodes"], "log_features": ["pnodes"],
-                                             "penalizer": 0.0}}, FEATURES, LOGS, folds=3, seed=4)
+    folds = cross_validate(train, {"small": ModelSpec("coxph", ["age", "pnodes"], ["pnodes"], {"penalizer": 0.0})},
+                           folds=3, seed=4)
     split = list(StratifiedKFold(3, shuffle=True, random_state=4).split(np.zeros(len(train)), train["event"]))
     fit_part, held = split[0]
-    bundle, _ = fit_bundle(train.iloc[fit_part].reset_index(drop=True), "coxph", ["age", "pnodes"], ["pnodes"],
-                           penalizer=0.0)
+    bundle, _ = fit_bundle(train.iloc[fit_part].reset_index(drop=True),
+                           ModelSpec("coxph", ["age", "pnodes"], ["pnodes"], {"penalizer": 0.0}))
     part = train.iloc[held].reset_index(drop=True)
     expected = harrell_c(part["time"].to_numpy(), part["event"].to_numpy(), score_table(bundle, part)["risk"].to_numpy())
     assert folds.loc[folds["fold"] == 0, "harrell_c"].item() == pytest.approx(expected, abs=1e-12)

@@ -10,7 +10,7 @@ from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.util import Surv
 
 from biomarkers.errors import FeatureTableError, ModelBundleError
-from biomarkers.survival.bundle import fit_bundle, load_bundle, save_bundle, score_table
+from biomarkers.survival.bundle import Abstention, ModelSpec, fit_bundle, load_bundle, save_bundle, score_table
 from biomarkers.survival.models import hyperparameters
 from biomarkers.validation.metrics import harrell_c
 from gbsg2 import FEATURES, LOGS
@@ -27,7 +27,7 @@ def bundles(gbsg2):
     train, _ = gbsg2
     params = {"coxph": {}, "coxnet": {}, "rsf": {"n_estimators": 100}, "deepsurv": FAST_DEEP,
               "deephit": {"mc_samples": 30}}
-    return {name: fit_bundle(train, name, FEATURES, LOGS, params=p) for name, p in params.items()}
+    return {name: fit_bundle(train, ModelSpec(name, FEATURES, LOGS, p)) for name, p in params.items()}
 
 
 def test_every_model_discriminates_like_cox_on_the_test_split(gbsg2, bundles):
@@ -57,8 +57,8 @@ def test_coxnet_choice_is_the_best_cross_validated_alpha_and_matches_scikit_surv
 
 def test_lasso_one_se_rule_drops_features(gbsg2):
     train, _ = gbsg2
-    best, _ = fit_bundle(train, "coxnet", FEATURES, LOGS, params={"l1_ratio": 1.0})
-    sparse, _ = fit_bundle(train, "coxnet", FEATURES, LOGS, params={"l1_ratio": 1.0, "one_se": True})
+    best, _ = fit_bundle(train, ModelSpec("coxnet", FEATURES, LOGS, {"l1_ratio": 1.0}))
+    sparse, _ = fit_bundle(train, ModelSpec("coxnet", FEATURES, LOGS, {"l1_ratio": 1.0, "one_se": True}))
     assert sparse.estimator.extra_["alpha"] >= best.estimator.extra_["alpha"]
     assert (sparse.coef == 0).sum() >= (best.coef == 0).sum() and (sparse.coef == 0).any()
 
@@ -83,7 +83,7 @@ def test_linear_survival_is_breslow(gbsg2, bundles):
     train, test = gbsg2
     # At event times, where lifelines' interpolated baseline and the Breslow step function meet.
     horizons = sorted(train.loc[train["event"] == 1, "time"].unique()[[10, 80, 150]])
-    bundle, _ = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.0, horizons=horizons)
+    bundle, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.0}), horizons=horizons)
     x = bundle.design(train)
     frame = pd.DataFrame(x, columns=FEATURES).assign(time=train["time"], event=train["event"])
     ref = CoxPHFitter().fit(frame, "time", "event")
@@ -110,7 +110,8 @@ def test_mc_dropout_scores_are_reproducible_and_abstention_is_set_on_training(gb
     assert bundle.info["abstention"]["measure"] == "risk_flip" and 0 < threshold < 0.5
     assert (a["abstain"] == (a["risk_flip"] > threshold)).all()
     assert 0.03 < on_train["abstain"].mean() <= 0.1  # above the 0.9 quantile of the training risk_flip
-    by_sd, _ = fit_bundle(train, "deepsurv", FEATURES, LOGS, params=FAST_DEEP, abstain_on="risk_sd")
+    by_sd, _ = fit_bundle(train, ModelSpec("deepsurv", FEATURES, LOGS, FAST_DEEP),
+                          abstention=Abstention(on="risk_sd"))
     assert score_table(by_sd, train)["abstain"].mean() == pytest.approx(0.1, abs=0.01)
     save_bundle(bundle, summary, tmp_path / "deep")
     pd.testing.assert_frame_equal(score_table(load_bundle(tmp_path / "deep"), test), a)
@@ -142,7 +143,8 @@ def test_deterministic_models_have_zero_spread_and_never_abstain(gbsg2, bundles)
 
 def test_a_deterministic_model_abstains_on_input_distance(gbsg2, tmp_path):
     train, test = gbsg2
-    bundle, summary = fit_bundle(train, "coxph", FEATURES, LOGS, penalizer=0.1, abstain_on="distance")
+    bundle, summary = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1}),
+                                 abstention=Abstention(on="distance"))
     x = bundle.design(train)
     precision = np.linalg.inv(LedoitWolf().fit(x).covariance_)  # the distance from its definition
     centred = bundle.design(test) - x.mean(axis=0)

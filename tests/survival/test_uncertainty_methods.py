@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from biomarkers.errors import FeatureTableError, InputError
-from biomarkers.survival.bundle import CHOICE_MEASURES, fit_bundle, score_table
+from biomarkers.survival.bundle import CHOICE_MEASURES, Abstention, ModelSpec, fit_bundle, score_table
 from biomarkers.survival.conformal import coverage
-from biomarkers.survival.uncertainty_methods import (ModelEntry, UncertaintySettings, uncertainty_choice_to_files,
+from biomarkers.survival.uncertainty_methods import (UncertaintySettings, uncertainty_choice_to_files,
                                                      uncertainty_scores, uncertainty_scores_to_files)
 from biomarkers.validation.selective import auroc
 
@@ -22,7 +22,7 @@ def scored(gbsg2):
     outliers["tsize"] *= 6
     outliers["pnodes"] *= 6
     outliers["subject_id"] = [f"{s}-out" for s in outliers["subject_id"]]
-    entry = ModelEntry("coxph", FEATURES, LOGS, {"penalizer": 0.1})
+    entry = ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1})
     settings = UncertaintySettings(members=4, folds=3, alpha=0.1, c0_days=1500, abstain_quantile=0.9, seed=2)
     return uncertainty_scores(entry, train, {"test": test, "outliers": outliers}, settings), settings, train
 
@@ -66,8 +66,8 @@ def test_abstention_uses_the_best_frozen_method_on_training_cross_validation(sco
 def test_a_bundle_fitted_with_the_choice_abstains_where_the_scores_do(gbsg2, scored):
     (scores, choice), settings, train = scored
     _, test = gbsg2
-    bundle, _ = fit_bundle(train, "coxph", FEATURES, LOGS, params={"penalizer": 0.1},
-                           abstain_quantile=settings.abstain_quantile, uncertainty_choice=choice)
+    bundle, _ = fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1}),
+                           abstention=Abstention(settings.abstain_quantile, choice=choice))
     abstention = bundle.info["abstention"]
     assert abstention["measure"] == CHOICE_MEASURES[choice["chosen"]]
     assert abstention["threshold"] == pytest.approx(choice["threshold"], rel=1e-12)
@@ -77,14 +77,15 @@ def test_a_bundle_fitted_with_the_choice_abstains_where_the_scores_do(gbsg2, sco
     # above the training 0.9 quantile: at most 10 % of the training cohort (fewer where values tie at the quantile)
     assert 0.05 < score_table(bundle, train)["abstain"].mean() <= 0.1 + 1 / len(train)
     with pytest.raises(FeatureTableError, match="not of 'coxnet'"):
-        fit_bundle(train, "coxnet", FEATURES, LOGS, uncertainty_choice=choice)
+        fit_bundle(train, ModelSpec("coxnet", FEATURES, LOGS), abstention=Abstention(choice=choice))
     with pytest.raises(FeatureTableError, match="not one a single frozen model applies"):
-        fit_bundle(train, "coxph", FEATURES, LOGS, uncertainty_choice={**choice, "chosen": "ensemble"})
+        fit_bundle(train, ModelSpec("coxph", FEATURES, LOGS),
+                   abstention=Abstention(choice={**choice, "chosen": "ensemble"}))
 
 
 def test_the_scores_use_the_calibration_of_the_same_training_table(gbsg2, tmp_path):
     train, test = gbsg2
-    entry = ModelEntry("coxph", FEATURES, LOGS, {"penalizer": 0.1})
+    entry = ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1})
     settings = UncertaintySettings(members=2, folds=3, c0_days=1500)
     train.to_parquet(tmp_path / "train.parquet")
     test.to_parquet(tmp_path / "test.parquet")
@@ -109,7 +110,7 @@ def test_the_scores_use_the_calibration_of_the_same_training_table(gbsg2, tmp_pa
 def test_scores_are_reproducible(gbsg2, scored):
     (scores, _), settings, train = scored
     _, test = gbsg2
-    again, _ = uncertainty_scores(ModelEntry("coxph", FEATURES, LOGS, {"penalizer": 0.1}), train,
+    again, _ = uncertainty_scores(ModelSpec("coxph", FEATURES, LOGS, {"penalizer": 0.1}), train,
                                   {"test": test}, settings)
     np.testing.assert_array_equal(again.loc[again["cohort"] == "test", "u_ensemble"],
                                   scores.loc[scores["cohort"] == "test", "u_ensemble"])
@@ -118,7 +119,7 @@ def test_scores_are_reproducible(gbsg2, scored):
 @pytest.mark.slow
 def test_a_network_gets_mc_dropout_and_a_seed_ensemble(gbsg2):
     train, test = gbsg2
-    entry = ModelEntry("deepsurv", FEATURES, LOGS, {"max_epochs": 20, "mc_samples": 20})
+    entry = ModelSpec("deepsurv", FEATURES, LOGS, {"max_epochs": 20, "mc_samples": 20})
     scores, choice = uncertainty_scores(entry, train, {"test": test},
                                         UncertaintySettings(members=2, folds=2, c0_days=1500))
     assert set(choice["methods"]) == {"mc_dropout", "ensemble", "distance", "conformal"}
