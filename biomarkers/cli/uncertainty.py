@@ -134,8 +134,10 @@ def pretraining(features: Path = typer.Option(..., help="Training feature table.
                 validation_patches: Path = typer.Option(..., help="Validation cohort's lesion patch archive."),
                 pretrain_patches: List[Path] = typer.Option(..., help="Patch archive the encoder learns from "
                                                                      "without outcomes; repeatable."),
-                include: str = typer.Option(..., help="Comma-separated clinical covariates joining the images."),
+                include: str = typer.Option("", help="Comma-separated clinical covariates joining the images."),
                 set_: List[str] = typer.Option([], "--set", help="cnn_survival hyperparameter KEY=VALUE; repeatable."),
+                spec: Optional[str] = typer.Option(None, help="The end-to-end model as JSON (as for `fit --spec`, kind "
+                                                              "cnn_survival), instead of --include and --set."),
                 seeds: str = typer.Option("0,1,2", help="Comma-separated seeds."),
                 pretrain_epochs: int = typer.Option(20, help="Autoencoder epochs."),
                 bootstrap: int = typer.Option(1000, help="Bootstrap resamples."),
@@ -149,8 +151,9 @@ def pretraining(features: Path = typer.Option(..., help="Training feature table.
     from biomarkers.validation.pretraining import pretraining_to_files
 
     cli_args.torch_threads(threads)
+    spec_ = cli_args.model_spec(spec, None if spec else "cnn_survival", set_, include, "")
     result = pretraining_to_files(features, patches, validation_features, validation_patches, pretrain_patches,
-                                  split_list(include), key_values(set_), [int(s) for s in split_list(seeds)],
+                                  spec_, [int(s) for s in split_list(seeds)],
                                   pretrain_epochs, out, plot, bootstrap, seed, training_cohort, label)
     for name, entry in result["variants"].items():
         typer.echo(f"{name}: validation C {entry['harrell_c_mean']:.3f} (seed SD {entry['harrell_c_seed_sd']:.3f})")

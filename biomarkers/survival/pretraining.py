@@ -21,13 +21,16 @@ noise and patient sampling both enter the comparison.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from biomarkers.stats import bootstrap_values, harrell_c
+
+if TYPE_CHECKING:
+    from biomarkers.survival.spec import ModelSpec
 
 VARIANTS = ("scratch", "finetuned", "frozen")
 
@@ -43,19 +46,20 @@ def pretrain_encoder(patches: np.ndarray, channels: Sequence[str], latent: int, 
 
 
 def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFrame, validation_bags,
-                        pretrain_patches: np.ndarray, features: Sequence[str], params: Mapping, seeds: Sequence[int],
+                        pretrain_patches: np.ndarray, spec: "ModelSpec", seeds: Sequence[int],
                         pretrain_epochs: int = 20, n_boot: int = 1000, boot_seed: int = 0,
                         progress: bool = False) -> dict:
     """Validation C of the three variants over ``seeds``, with paired bootstrap differences to scratch.
 
     ``train_bags``/``validation_bags``: :class:`~biomarkers.deep.lesion_bags.LesionBags` of the two cohorts;
-    ``pretrain_patches``: every patch the encoder may learn from (N, C, D, H, W).
+    ``pretrain_patches``: every patch the encoder may learn from (N, C, D, H, W); ``spec``: the
+    end-to-end model (``cnn_survival``) as it is fitted, its seed replaced by each of ``seeds``.
     """
     from biomarkers.survival.cnn import fit_lesion_bag_cox, risk_samples
     from biomarkers.survival.bundle import fit_bundle
-    from biomarkers.survival.spec import ModelSpec
 
-    spec = ModelSpec("cnn_survival", tuple(features), params=params)
+    if spec.kind != "cnn_survival":
+        raise ValueError(f"the pretraining comparison is of an end-to-end model (cnn_survival), not {spec.kind}")
     base = spec.hyperparameters
     t_val, e_val = validation["time"].to_numpy(float), validation["event"].to_numpy(int)
     risks: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}

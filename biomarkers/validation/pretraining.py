@@ -4,7 +4,7 @@ encoder learns from without outcomes."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -13,11 +13,12 @@ from biomarkers.io.atomic import write_json
 from biomarkers.report.model_plots import pretraining_plot
 from biomarkers.survival.bundle import read_feature_table
 from biomarkers.survival.pretraining import compare_pretraining
+from biomarkers.survival.spec import ModelSpec
 
 
 def pretraining_to_files(train_path: str | Path, train_patches: str | Path, validation_path: str | Path,
-                         validation_patches: str | Path, pretrain_patches: Sequence[str | Path], features: Sequence[str],
-                         params: Mapping, seeds: Sequence[int], pretrain_epochs: int, out: str | Path,
+                         validation_patches: str | Path, pretrain_patches: Sequence[str | Path], spec: ModelSpec,
+                         seeds: Sequence[int], pretrain_epochs: int, out: str | Path,
                          plot: str | Path | None = None, n_boot: int = 1000, boot_seed: int = 0,
                          training_cohort: str = "train", label: str = "") -> dict:
     """:func:`compare_pretraining` from files; writes the JSON and an optional figure."""
@@ -27,7 +28,7 @@ def pretraining_to_files(train_path: str | Path, train_patches: str | Path, vali
     archives = [read_bags(p) for p in pretrain_patches]
     patches = np.concatenate([a.patches for a in archives])
     result = compare_pretraining(train, read_bags(train_patches), validation, read_bags(validation_patches), patches,
-                                 features, params, seeds, pretrain_epochs, n_boot, boot_seed, progress=True)
+                                 spec, seeds, pretrain_epochs, n_boot, boot_seed, progress=True)
     if plot is not None:
         pretraining_plot(result, plot, f"Pretrained encoder vs none, {label}".rstrip(", "))
     write_json(result, out)

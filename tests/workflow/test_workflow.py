@@ -201,6 +201,23 @@ def test_unet_segmentation_model_without_the_unet_stops_before_any_job(tmp_path)
     assert proc.returncode != 0
     assert "models cox_b use the U-Net's segmentation; set unet: {enabled: true}" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+    # every entry is the library's model specification, checked while the workflow parses
+    config.write_text(config.read_text().replace("cox_b: {kind: coxph, segmentation: unet}",
+                                                 "cox_b: {kind: coxph, penaliser: 0.1}"))
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config models: model cox_b: model coxph has no hyperparameter 'penaliser'" in out
+    assert len(out.splitlines()) < 15, out
+    # the fit job gets the specification whole, as JSON (no --set round trip); no dropout, no MC passes
+    config.write_text(config.read_text().replace("cox_b: {kind: coxph, penaliser: 0.1}",
+                                                 "cox_b: {kind: deepsurv, dropout: 0, hidden: 16}"))
+    proc = snakemake("--cores", "1", "--configfile", str(config), "--dry-run", "--printshellcmds",
+                     str(tmp_path / "results" / "models" / "cox_b"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    spec = ('--spec \'{"features":["total_mtv_ml"],"kind":"deepsurv","log_features":[],'
+            '"params":{"dropout":0.0,"hidden":"16"}}\'')
+    assert spec in proc.stdout
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow

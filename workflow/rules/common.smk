@@ -12,7 +12,7 @@ from biomarkers.errors import BiomarkerError
 from biomarkers.features.params import resolve_params
 from biomarkers.imaging.masks import LABEL_IMAGE_SUFFIXES
 from biomarkers.io.subjects import check_subject_files, read_subjects
-from biomarkers.survival.hyperparameters import hyperparameters, is_stochastic
+from biomarkers.survival.spec import ModelSpec
 
 
 def check_config(config):
@@ -63,17 +63,6 @@ def unet_model(wildcards):
 
 
 MODELS = list(config["models"])
-_ENTRY_KEYS = ("kind", "features", "add_features", "log_features", "segmentation")
-
-
-def model_kind(name):
-    """The model (`fit --model`) of a `models:` entry: its `kind`, else its name."""
-    return config["models"][name].get("kind", name)
-
-
-def model_hyperparameters(name):
-    """The hyperparameters of a `models:` entry (without kind and feature lists)."""
-    return {k: v for k, v in config["models"][name].items() if k not in _ENTRY_KEYS}
 
 
 def model_segmentation(name):
@@ -81,19 +70,22 @@ def model_segmentation(name):
     return config["models"][name].get("segmentation", "pipeline")
 
 
-def model_features(name):
-    """Features and log features of a `models:` entry (default: the `model:` section's)."""
-    entry = config["models"][name]
-    features = entry.get("features", config["model"]["features"]) + entry.get("add_features", [])
-    logs = entry.get("log_features", [f for f in config["model"]["log_features"] if not features or f in features])
-    return features, logs
-
-
-# Models scored with MC dropout (risk_sd > 0): their uncertainty is checked in the report.
+# Each `models:` entry as the library's typed specification (model, hyperparameters checked and
+# cast, features, log features): a bad entry stops the workflow here, before any rule runs.
 try:
-    MC_MODELS = [m for m in MODELS if is_stochastic(hyperparameters(model_kind(m), model_hyperparameters(m)))]
+    SPECS = {
+        name: ModelSpec.from_entry(
+            name,
+            {k: v for k, v in entry.items() if k != "segmentation"},
+            config["model"]["features"],
+            config["model"]["log_features"],
+        )
+        for name, entry in config["models"].items()
+    }
 except ValueError as exc:
     raise WorkflowError(f"config models: {exc}") from None
+# Models scored with MC dropout (risk_sd > 0): their uncertainty is checked in the report.
+MC_MODELS = [m for m in MODELS if SPECS[m].stochastic]
 UNET_MODELS = [m for m in MODELS if model_segmentation(m) == "unet"]
 if UNET_MODELS and not UNET["enabled"]:
     raise WorkflowError(f"models {', '.join(UNET_MODELS)} use the U-Net's segmentation; set unet: {{enabled: true}}")
@@ -265,7 +257,7 @@ def truth_input(wildcards):
 UNCERTAINTY = config["uncertainty"]
 UNCERTAINTY_MODELS = list(UNCERTAINTY["models"])
 for _name in UNCERTAINTY_MODELS:
-    if _name not in MODELS or model_kind(_name) == "cnn_survival":
+    if _name not in MODELS or SPECS[_name].kind == "cnn_survival":
         raise WorkflowError(f"config uncertainty: models: {_name!r} is not a tabular entry of `models:`")
 
 
@@ -388,15 +380,6 @@ def cohort_metric_tables(wildcards):
     return expand(f"{RESULTS}/metrics/{{model}}/{{cohort}}.tsv", model=order, cohort=cohorts())
 
 
-def _set_flags(prefix, params):
-    """`--set PREFIXKEY=VALUE` for every hyperparameter."""
-    flags = []
-    for key, value in params.items():
-        pair = f"{prefix}{key}={value}"
-        flags.append(f"--set {shlex.quote(pair)}")
-    return " ".join(flags)
-
-
 def pipeline_flags(wildcards):
     """Preprocessing flags of `fit` and `cv`: ComBat (clinical covariates left alone), filters."""
     cfg = config["model"]
@@ -412,28 +395,8 @@ def pipeline_flags(wildcards):
     return " ".join(flags)
 
 
-def model_set_flags(wildcards):
-    """Hyperparameters of the wildcard's model, as `--set KEY=VALUE` flags."""
-    return _set_flags("", model_hyperparameters(wildcards.model))
-
-
-def model_kind_param(wildcards):
-    """`fit --model`: the wildcard entry's model kind."""
-    return model_kind(wildcards.model)
-
-
-def model_include(wildcards):
-    """`fit --include`: the wildcard entry's features."""
-    return ",".join(model_features(wildcards.model)[0])
-
-
-def model_log_features(wildcards):
-    """`fit --log-features`: the wildcard entry's log features."""
-    return ",".join(model_features(wildcards.model)[1])
-
-
 # End-to-end models read the cohort's lesion patches besides its feature table.
-PATCH_MODELS = [m for m in MODELS if model_kind(m) == "cnn_survival"]
+PATCH_MODELS = [m for m in MODELS if SPECS[m].kind == "cnn_survival"]
 PATCHES = config["lesion_patches"]
 
 
@@ -459,25 +422,15 @@ def cohort_lesion_masks(wildcards):
 CV_MODELS = [m for m in MODELS if m not in UNET_MODELS]
 
 
-def cv_model_flags(wildcards):
-    """`--model NAME` for every model cross-validated (those on the pipeline's features)."""
-    return " ".join(f"--model {name}" for name in CV_MODELS)
+def model_spec(wildcards):
+    """`--spec`: the wildcard entry's model specification as JSON."""
+    return SPECS[wildcards.model].to_json()
 
 
-def cv_set_flags(wildcards):
-    """Every model's hyperparameters as `--set MODEL.KEY=VALUE` flags."""
-    flags = []
-    for name in CV_MODELS:
-        flags.append(_set_flags(f"{name}.", model_hyperparameters(name)))
-        entry = config["models"][name]
-        if "kind" in entry:
-            flags.append(_set_flags(f"{name}.", {"kind": entry["kind"]}))
-        features, logs = model_features(name)
-        if features != config["model"]["features"]:
-            flags.append(_set_flags(f"{name}.", {"features": ",".join(features)}))
-        if logs != config["model"]["log_features"]:
-            flags.append(_set_flags(f"{name}.", {"log_features": ",".join(logs)}))
-    return " ".join(f for f in flags if f)
+def cv_spec_flags(wildcards):
+    """`--spec NAME=JSON` for every model cross-validated (those on the pipeline's features)."""
+    pairs = [f"{name}={SPECS[name].to_json()}" for name in CV_MODELS]
+    return " ".join(f"--spec {shlex.quote(pair)}" for pair in pairs)
 
 
 def model_scores(wildcards):

@@ -36,11 +36,9 @@ rule crossvalidate:
         summary=report(f"{RESULTS}/models/cv_summary.tsv", caption="../report/cv.rst", category="Models"),
         folds=f"{RESULTS}/models/cv_folds.tsv",
     params:
-        models=cv_model_flags,
-        sets=cv_set_flags,
+        specs=cv_spec_flags,
         pipeline=pipeline_flags,
         include=",".join(config["model"]["features"]),
-        log_features=",".join(config["model"]["log_features"]),
         folds=config["model"]["cv_folds"],
         repeats=config["model"]["cv_repeats"],
         patches=patches_flag,
@@ -56,8 +54,8 @@ rule crossvalidate:
         mem_mb=2000,
         runtime=120,
     shell:
-        "biomarkers cv --features {input.features:q} {params.models} {params.sets} --include '{params.include}'"
-        " --log-features '{params.log_features}' {params.pipeline} --folds {params.folds} --repeats {params.repeats}"
+        "biomarkers cv --features {input.features:q} {params.specs} --include '{params.include}'"
+        " {params.pipeline} --folds {params.folds} --repeats {params.repeats}"
         " {params.patches} --training-cohort {params.train:q} --threads {threads} --out {output.summary:q}"
         " --folds-out {output.folds:q} > {log:q} 2>&1"
 
@@ -76,11 +74,8 @@ rule fit:
             subcategory="{model}",
         ),
     params:
-        kind=model_kind_param,
-        sets=model_set_flags,
+        spec=model_spec,
         pipeline=pipeline_flags,
-        include=model_include,
-        log_features=model_log_features,
         horizons=",".join(str(h) for h in config["model"]["horizons_days"]),
         abstain=config["model"]["abstain_quantile"],
         patches=patches_flag,
@@ -97,8 +92,8 @@ rule fit:
         mem_mb=2000,
         runtime=60,
     shell:
-        "biomarkers fit --features {input.features:q} --model {params.kind} --out {output.model:q} --plot {output.plot:q}"
-        " --include '{params.include}' --log-features '{params.log_features}' {params.sets} {params.pipeline}"
+        "biomarkers fit --features {input.features:q} --spec {params.spec:q} --out {output.model:q} --plot {output.plot:q}"
+        " {params.pipeline}"
         " --horizons '{params.horizons}' --abstain-quantile {params.abstain} {params.patches} {params.abstention}"
         " --threads {threads} --training-cohort {params.train:q} > {log:q} 2>&1"
 
@@ -271,11 +266,8 @@ rule uncertainty_choice:
         calibration=f"{RESULTS}/uncertainty/{{model}}/calibration.parquet",
         choice=f"{RESULTS}/uncertainty/{{model}}/choice.json",
     params:
-        kind=model_kind_param,
-        sets=model_set_flags,
+        spec=model_spec,
         pipeline=pipeline_flags,
-        include=model_include,
-        log_features=model_log_features,
         settings=uncertainty_flags,
         train=TRAIN,
     log:
@@ -289,8 +281,8 @@ rule uncertainty_choice:
     conda:
         ENV
     shell:
-        "biomarkers uncertainty-choice --features {input.train:q} --model {params.kind} {params.sets}"
-        " --include '{params.include}' --log-features '{params.log_features}' {params.pipeline} {params.settings}"
+        "biomarkers uncertainty-choice --features {input.train:q} --spec {params.spec:q}"
+        " {params.pipeline} {params.settings}"
         " --training-cohort {params.train:q} --threads {threads} --out {output.calibration:q}"
         " --choice {output.choice:q} > {log:q} 2>&1"
 
@@ -443,8 +435,7 @@ rule pretraining:
             labels={"model": "{model}", "figure": "pretraining, {cohort}"},
         ),
     params:
-        sets=model_set_flags,
-        include=model_include,
+        spec=model_spec,
         every=pretraining_flags,
         seeds=",".join(str(s) for s in PRETRAINING["seeds"]),
         epochs=PRETRAINING["epochs"],
@@ -464,6 +455,6 @@ rule pretraining:
     shell:
         "biomarkers pretraining --features {input.train:q} --patches {input.train_patches:q}"
         " --validation-features {input.validation:q} --validation-patches {input.validation_patches:q} {params.every}"
-        " --include '{params.include}' {params.sets} --seeds {params.seeds} --pretrain-epochs {params.epochs}"
+        " --spec {params.spec:q} --seeds {params.seeds} --pretrain-epochs {params.epochs}"
         " --bootstrap {params.bootstrap} --seed {params.seed} --training-cohort {params.train:q}"
         " --out {output.metrics:q} --plot {output.plot:q} --label '{wildcards.model}, {wildcards.cohort}' --threads {threads} > {log:q} 2>&1"
