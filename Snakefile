@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/params.smk"
 include: "workflow/rules/chunks.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/imaging.smk"

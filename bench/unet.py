@@ -29,6 +29,7 @@ import torch
 from biomarkers.segment.unet_infer import sliding_window_probabilities
 from biomarkers.deep.normalise import input_channels
 from biomarkers.deep.unet import UNet3D
+from biomarkers.segment.unet_settings import UNetTraining
 from biomarkers.segment.unet_train import read_case, train_unet
 from biomarkers.io.subjects import read_subjects
 
@@ -87,8 +88,9 @@ def bench_training(cases: list, device: str, args: argparse.Namespace) -> float:
     def run(epochs: int) -> float:
         sync(device)
         start = time.perf_counter()
-        train_unet(cases, None, epochs, args.patches, args.batch_size, 1e-3, args.seed, device,
-                   (args.patch,) * 3, base_channels=args.base_channels, depth=args.depth, progress=False)
+        settings = UNetTraining(epochs, args.patches, args.batch_size, 1e-3, seed=args.seed, device=device,
+                                patch_size=(args.patch,) * 3, base_channels=args.base_channels, depth=args.depth)
+        train_unet(cases, None, settings, progress=False)
         sync(device)
         return time.perf_counter() - start
 

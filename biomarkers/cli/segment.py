@@ -9,6 +9,7 @@ import typer
 from biomarkers.cli import args as cli_args
 from biomarkers.cli.app import app, user_errors
 from biomarkers.cli.args import key_values as _key_values
+from biomarkers.segment.unet_settings import SPACING_MM, UNetTraining
 
 _THREADS = cli_args.THREADS
 _torch_threads = cli_args.torch_threads
@@ -52,43 +53,50 @@ def segment(pet: Path = typer.Option(..., help="SUV image."),
     typer.echo(f"{subject_id or pet.name}: {n_lesions} lesion(s), {check.total_ml:.1f} mL")
 
 
+_UNET = UNetTraining()
+
+
 @app.command("train-unet")
 @user_errors
 def train_unet(subjects: Path = typer.Option(..., help="Subjects sheet with pet, ct and mask (reference) columns."),
                cohort: str = typer.Option(..., help="Cohort whose reference masks train the network."),
                out: Path = typer.Option(..., help="Checkpoint to write."),
-               epochs: int = typer.Option(5, help="Epochs."),
-               patches_per_epoch: int = typer.Option(64, help="Patches sampled per epoch (half centred on lesions)."),
-               batch_size: int = typer.Option(2, help="Patches per optimisation step."),
-               base_channels: int = typer.Option(8, help="Channels of the first level (doubled per level)."),
-               patch: int = typer.Option(48, help="Patch edge in voxels."),
+               epochs: int = typer.Option(_UNET.epochs, help="Epochs."),
+               patches_per_epoch: int = typer.Option(_UNET.patches_per_epoch, help="Patches sampled per epoch."),
+               batch_size: int = typer.Option(_UNET.batch_size, help="Patches per optimisation step."),
+               base_channels: int = typer.Option(_UNET.base_channels, help="Channels of the first level (doubled "
+                                                                           "per level)."),
+               patch: int = typer.Option(_UNET.patch_size[0], help="Patch edge in voxels."),
                use_ct: bool = typer.Option(True, help="Two channels (PET and CT); --no-use-ct for PET alone."),
                use_organs: Optional[bool] = typer.Option(None, help="Learn the sheet's organ masks too (organ-aware "
                                                                     "network); default: when the sheet has organs."),
-               spacing_mm: float = typer.Option(4.0, help="Isotropic voxel spacing the network works at (images "
-                                                          "are resampled to it); 0: each image's own grid."),
-               lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-               lesion_fraction: float = typer.Option(0.5, help="Share of patches centred on a lesion voxel."),
-               hot_fraction: float = typer.Option(0.0, help="Share of the other patches centred on hot (SUV >= 2.5) "
-                                                            "non-lesion voxels: physiological uptake as hard negatives."),
-               organ_fraction: float = typer.Option(0.0, help="Organ-aware network: share of the other patches "
-                                                              "centred on an organ, each organ equally often."),
+               spacing_mm: float = typer.Option(SPACING_MM, help="Isotropic voxel spacing the network works at "
+                                                                 "(images are resampled to it); 0: each image's own "
+                                                                 "grid."),
+               lr: float = typer.Option(_UNET.lr, help="AdamW learning rate."),
+               lesion_fraction: float = typer.Option(_UNET.lesion_fraction, help="Share of patches centred on a "
+                                                                                 "lesion voxel."),
+               hot_fraction: float = typer.Option(_UNET.hot_fraction, help="Share of the other patches centred on hot "
+                                                                           "(SUV >= 2.5) non-lesion voxels: "
+                                                                           "physiological uptake as hard negatives."),
+               organ_fraction: float = typer.Option(_UNET.organ_fraction, help="Organ-aware network: share of the "
+                                                                               "other patches centred on an organ, "
+                                                                               "each organ equally often."),
                blur_fwhm_mm: float = typer.Option(0.0, help="Resolution augmentation: half the patches get their PET "
                                                             "blurred by a Gaussian of FWHM up to this (mm) per axis, "
                                                             "for centres with coarser scanners; 0: none."),
                threads: int = _THREADS,
-               seed: int = typer.Option(0, help="Seed of weights, patches and augmentation."),
-               device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda.")) -> None:
+               seed: int = typer.Option(_UNET.seed, help="Seed of weights, patches and augmentation."),
+               device: str = typer.Option(_UNET.device, help="auto (CUDA when present) | cpu | cuda.")) -> None:
     """Train the 3D U-Net on a cohort's reference lesion masks (patches balanced lesion/background)."""
     from biomarkers.segment.unet_run import train_unet_from_sheet
 
     _torch_threads(threads)
-    history = train_unet_from_sheet(subjects, cohort, out, epochs, patches_per_epoch, seed, use_ct,
-                                    batch_size=batch_size, lr=lr, device=device, patch_size=(patch, patch, patch),
-                                    base_channels=base_channels, lesion_fraction=lesion_fraction,
-                                    hot_fraction=hot_fraction, use_organs=use_organs, organ_fraction=organ_fraction,
-                                    spacing_mm=(spacing_mm,) * 3 if spacing_mm > 0 else None,
-                                    blur_fwhm_mm=blur_fwhm_mm)
+    settings = UNetTraining(epochs, patches_per_epoch, batch_size, lr, seed=seed, device=device,
+                            patch_size=(patch, patch, patch), base_channels=base_channels,
+                            lesion_fraction=lesion_fraction, hot_fraction=hot_fraction, organ_fraction=organ_fraction,
+                            spacing_mm=(spacing_mm,) * 3 if spacing_mm > 0 else None).with_blur(blur_fwhm_mm)
+    history = train_unet_from_sheet(subjects, cohort, out, settings, use_ct=use_ct, use_organs=use_organs)
     typer.echo(f"trained {epochs} epoch(s); loss {history[0]:.4f} -> {history[-1]:.4f}; {out}")
 
 

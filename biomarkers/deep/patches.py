@@ -10,7 +10,7 @@ background more often than uniform sampling would show it (hard negatives). Patc
 background of each channel (SUV 0 for PET, -1000 HU for CT, after the fixed normalisation of
 :mod:`biomarkers.deep.normalise`) and label 0.
 
-Augmentation is limited to changes that keep the clinical meaning of the voxel values:
+Augmentation (:class:`~biomarkers.deep.augmentation.Augmentation`) is limited to changes that keep the clinical meaning of the voxel values:
 
 * flips along each of the three axes (probability 1/2 each);
 * a rotation about the axial (z) axis by up to ``max_rotation_deg`` (in the y-x plane, whose
@@ -33,12 +33,12 @@ uptake is arbitrary. All randomness comes from the numpy ``Generator`` the calle
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from biomarkers.deep.augmentation import Augmentation
 from biomarkers.deep.normalise import ct_channel, pet_channel, pet_suv
 
 #: Background of the raw images: SUV outside the body and HU of air.
@@ -55,40 +55,6 @@ def background_values(n_channels: int) -> np.ndarray:
     if not 1 <= n_channels <= len(values):
         raise ValueError(f"expected 1 (PET) or 2 (PET, CT) channels, got {n_channels}")
     return np.asarray(values[:n_channels], dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Augmentation settings (see the module docstring); ``Augmentation.none()`` disables all."""
-
-    flip: bool = True
-    max_rotation_deg: float = 10.0
-    max_scale: float = 0.10
-    noise_sd: float = 0.02
-    blur_probability: float = 0.0
-    max_blur_fwhm_voxels: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.blur_probability <= 1.0:
-            raise ValueError(f"blur_probability must be in [0, 1], got {self.blur_probability}")
-        fwhm = tuple(float(v) for v in self.max_blur_fwhm_voxels)
-        if len(fwhm) != 3 or min(fwhm) < 0:
-            raise ValueError(f"max_blur_fwhm_voxels must be three non-negative values, got {self.max_blur_fwhm_voxels}")
-        object.__setattr__(self, "max_blur_fwhm_voxels", fwhm)
-
-    @classmethod
-    def none(cls) -> "Augmentation":
-        return cls(flip=False, max_rotation_deg=0.0, max_scale=0.0, noise_sd=0.0)
-
-    @property
-    def blurs(self) -> bool:
-        return self.blur_probability > 0 and max(self.max_blur_fwhm_voxels) > 0
-
-    def record(self) -> dict:
-        """Settings as a plain dict (lists, not tuples), for checkpoints."""
-        record = asdict(self)
-        record["max_blur_fwhm_voxels"] = list(self.max_blur_fwhm_voxels)
-        return record
 
 
 def crop(volume: np.ndarray, centre: Sequence[int], patch_size: Sequence[int], fill: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Lesion segmentation: threshold family (and, later, a 3D U-Net)."""
-from biomarkers.segment.threshold import METHODS, segment_lesions
-
-__all__ = ["METHODS", "segment_lesions"]
+"""Lesion segmentation: the threshold family (:mod:`~biomarkers.segment.threshold`), the 3D U-Net's
+training and inference (:mod:`~biomarkers.segment.unet_train`, :mod:`~biomarkers.segment.unet_infer`,
+settings in :mod:`~biomarkers.segment.unet_settings`), one subject's segmentation
+(:mod:`~biomarkers.segment.run`) and the methods' comparison against reference masks."""

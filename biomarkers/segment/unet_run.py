@@ -5,28 +5,22 @@ raise :class:`biomarkers.errors.InputError` (or a subclass) naming the subject a
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from biomarkers.deep.patches import Augmentation
 from biomarkers.segment.unet_infer import LESION_MARGIN_MM, label_lesions, organ_labels, unet_predict
 from biomarkers.deep.training import resolve_device
 from biomarkers.deep.unet import load_unet
+from biomarkers.segment.unet_settings import UNetTraining
 from biomarkers.segment.unet_train import read_case, train_unet
 from biomarkers.errors import InputError, SubjectsSheetError
 from biomarkers.io.images import check_same_geometry, like, read_image, spacing_zyx_mm, to_array, write_image
 from biomarkers.io.subjects import check_subject_files, read_subjects
 
 
-def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Path, epochs: int,
-                          patches_per_epoch: int, seed: int, use_ct: bool = True, *, batch_size: int = 2,
-                          lr: float = 1e-3, device: str = "auto", patch_size: Sequence[int] = (48, 48, 48),
-                          base_channels: int = 8, depth: int = 3, dropout: float = 0.0,
-                          lesion_fraction: float = 0.5, hot_fraction: float = 0.0,
-                          progress: bool = True, use_organs: bool | None = None,
-                          spacing_mm: Sequence[float] | None = None, organ_fraction: float = 0.0,
-                          blur_fwhm_mm: float = 0.0, blur_probability: float = 0.5) -> list[float]:
+def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Path,
+                          settings: UNetTraining = UNetTraining(), *, use_ct: bool = True,
+                          use_organs: bool | None = None, progress: bool = True) -> list[float]:
     """Train the U-Net on the reference lesion masks of one cohort of a subjects sheet.
 
     Parameters
@@ -38,21 +32,15 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
         Value of the ``cohort`` column whose subjects are trained on (e.g. ``train``).
     out : str or Path
         Checkpoint file (see :mod:`biomarkers.segment.unet_train`).
-    epochs, patches_per_epoch, seed, batch_size, lr, device, patch_size, base_channels, depth,
-    dropout, lesion_fraction, hot_fraction, organ_fraction, progress
-        See :func:`biomarkers.segment.unet_train.train_unet`.
+    settings : UNetTraining
+        How the network is trained (:func:`biomarkers.segment.unet_train.train_unet`).
     use_ct : bool
         Train on PET and CT (two channels) or on PET alone.
     use_organs : bool, optional
         Train the organ-aware network on the sheet's ``organs`` masks as well; None (default)
         does so when the sheet has an ``organs`` column, False trains on the lesions alone.
-    spacing_mm : sequence of float, optional
-        Voxel spacing (z, y, x) the network works at; None: each image's own grid.
-    blur_fwhm_mm, blur_probability : float
-        Resolution augmentation: this share of the patches has its PET blurred by a Gaussian of
-        FWHM up to ``blur_fwhm_mm`` per axis (:class:`~biomarkers.deep.patches.Augmentation`), so
-        that a centre with a coarser scanner than the training centres' is segmented as well;
-        0 (default) does not blur. Needs ``spacing_mm``.
+    progress : bool
+        Show a progress bar over epochs.
 
     Returns
     -------
@@ -79,23 +67,11 @@ def train_unet_from_sheet(subjects_path: str | Path, cohort: str, out: str | Pat
     if members.empty:
         found = ", ".join(sorted(sheet["cohort"].dropna().unique())) or "none"
         raise SubjectsSheetError(f"no subject in cohort {cohort!r} (cohorts: {found})", path=subjects_path)
-    if blur_fwhm_mm < 0:
-        raise ValueError(f"blur_fwhm_mm must be non-negative, got {blur_fwhm_mm}")
-    augmentation = Augmentation()
-    if blur_fwhm_mm > 0:
-        if spacing_mm is None:
-            raise ValueError("the blur augmentation (blur_fwhm_mm) needs the network's voxel spacing (spacing_mm)")
-        augmentation = replace(augmentation, blur_probability=blur_probability,
-                               max_blur_fwhm_voxels=tuple(blur_fwhm_mm / float(s) for s in spacing_mm))
     check_subject_files(members, columns, subjects_path)
     cases = [read_case(row.pet, row.ct if use_ct else None, row.mask, row.subject_id,
                        row.organs if use_organs else None)
              for row in members.itertuples(index=False)]
-    return train_unet(cases, out, epochs, patches_per_epoch, batch_size, lr, seed, device, patch_size,
-                      base_channels=base_channels, depth=depth, dropout=dropout,
-                      lesion_fraction=lesion_fraction, hot_fraction=hot_fraction,
-                      case_ids=list(members["subject_id"]), progress=progress, spacing_mm=spacing_mm,
-                      organ_fraction=organ_fraction, augmentation=augmentation)
+    return train_unet(cases, out, settings, case_ids=list(members["subject_id"]), progress=progress)
 
 
 def segment_with_unet(pet_path: str | Path, ct_path: str | Path | None, model_path: str | Path,

@@ -53,11 +53,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from biomarkers.deep.normalise import input_channels, normalisation_record
-from biomarkers.deep.patches import Augmentation, PatchSampler
+from biomarkers.deep.patches import PatchSampler
 from biomarkers.deep.spacing import resample_channels, resample_labels, target_shape
 from biomarkers.deep.unet import CHECKPOINT_FORMAT, UNet3D
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import atomic_path
+from biomarkers.segment.unet_settings import UNetTraining
 from biomarkers.io.images import check_same_geometry, read_image, spacing_zyx_mm, to_array
 from biomarkers.segment.organs import ORGANS, check_organ_labels
 from biomarkers.deep.training import resolve_device, seeded_deterministic
@@ -185,13 +186,9 @@ def organ_aware_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float =
     return F.cross_entropy(logits, target) + (1.0 - dice[-1]) + (1.0 - dice[1:-1].mean())
 
 
-def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | None, epochs: int,
-               patches_per_epoch: int, batch_size: int, lr: float, seed: int, device: str = "auto",
-               patch_size: Sequence[int] = (48, 48, 48), *, base_channels: int = 8, depth: int = 3,
-               dropout: float = 0.0, weight_decay: float = 1e-4, lesion_fraction: float = 0.5,
-               hot_fraction: float = 0.0, augmentation: Augmentation = Augmentation(),
-               case_ids: Sequence[str] | None = None, progress: bool = True,
-               spacing_mm: Sequence[float] | None = None, organ_fraction: float = 0.0) -> list[float]:
+def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | None,
+               settings: UNetTraining = UNetTraining(), *, case_ids: Sequence[str] | None = None,
+               progress: bool = True) -> list[float]:
     """Train a :class:`UNet3D` on lesion-balanced patches and write its checkpoint.
 
     Parameters
@@ -201,62 +198,35 @@ def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | N
         case with an organ mask (organ-aware network) or none (lesion-only).
     out : str or Path or None
         Checkpoint file written atomically (see the module docstring); None writes nothing.
-    epochs, patches_per_epoch, batch_size : int
-        Training length: ``patches_per_epoch`` patches per epoch, in batches of ``batch_size``.
-    lr, weight_decay : float
-        AdamW settings.
-    seed : int
-        Seeds patch sampling, augmentation, weight initialisation and dropout.
-    device : {"auto", "cpu", "cuda"}
-        ``"auto"`` trains on CUDA when available.
-    patch_size : sequence of int
-        Patch size in voxels (z, y, x); each a multiple of ``2**depth``.
-    base_channels, depth, dropout
-        :class:`UNet3D` arguments.
-    lesion_fraction : float
-        Share of patches centred on a lesion voxel.
-    hot_fraction : float
-        Share of the other patches centred on a hot (SUV >= 2.5) non-lesion voxel
-        (:class:`~biomarkers.deep.patches.PatchSampler`); 0 samples them uniformly.
-    organ_fraction : float
-        Organ-aware network: share of the background patches centred on an organ, the organ
-        drawn uniformly (the rest follow ``hot_fraction``); ignored by a lesion-only network.
-    augmentation : Augmentation
-        Patch augmentation (``Augmentation.none()`` disables it).
+    settings : UNetTraining
+        Training length, optimiser, seed, device, patch size, network, patch sampling, voxel
+        spacing and augmentation.
     case_ids : sequence of str, optional
         Recorded in the checkpoint; default the PET file names or ``case-<i>``.
     progress : bool
         Show a progress bar over epochs.
-    spacing_mm : sequence of float, optional
-        Voxel spacing (z, y, x) the network works at; None trains on each case's own grid.
 
     Returns
     -------
     list of float
         Mean training loss per epoch.
     """
-    patch_size = tuple(int(p) for p in patch_size)
-    if epochs < 1 or patches_per_epoch < 1 or batch_size < 1:
-        raise ValueError("epochs, patches_per_epoch and batch_size must be positive")
-    if len(patch_size) != 3 or any(p < 1 or p % 2**depth for p in patch_size):
-        raise ValueError(f"patch_size {patch_size} must be three multiples of 2**depth = {2**depth}")
-    dev = resolve_device(device)
-    if spacing_mm is not None:
-        spacing_mm = tuple(float(v) for v in spacing_mm)
-        if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
-            raise ValueError(f"spacing_mm must be three positive values, got {spacing_mm}")
+    patch_size, spacing_mm = settings.patch_size, settings.spacing_mm
+    dev = resolve_device(settings.device)
     prepared, ids, with_ct, organ_aware = _prepare(cases, case_ids, spacing_mm)
     classes = list(ORGAN_AWARE_CLASSES) if organ_aware else ["lesion"]
     lesion_class = len(ORGAN_AWARE_CLASSES) - 1 if organ_aware else 1
-    sampler = PatchSampler(prepared, patch_size, lesion_fraction, augmentation, hot_fraction,
-                           lesion_class=lesion_class, organ_fraction=organ_fraction if organ_aware else 0.0)
-    rng = np.random.default_rng(seed)
+    sampler = PatchSampler(prepared, patch_size, settings.lesion_fraction, settings.augmentation,
+                           settings.hot_fraction, lesion_class=lesion_class,
+                           organ_fraction=settings.organ_fraction if organ_aware else 0.0)
+    rng = np.random.default_rng(settings.seed)
     history: list[float] = []
-    with seeded_deterministic(seed, dev):
-        model = UNet3D(2 if with_ct else 1, base_channels, depth, dropout,
+    patches_per_epoch, batch_size = settings.patches_per_epoch, settings.batch_size
+    with seeded_deterministic(settings.seed, dev):
+        model = UNet3D(2 if with_ct else 1, settings.base_channels, settings.depth, settings.dropout,
                        n_classes=len(classes) if organ_aware else 1).to(dev)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        bar = tqdm(range(epochs), desc="U-Net training", unit="epoch", disable=not progress)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        bar = tqdm(range(settings.epochs), desc="U-Net training", unit="epoch", disable=not progress)
         for _ in bar:
             model.train()
             total = 0.0
@@ -274,12 +244,7 @@ def train_unet(cases: Sequence[Case | ArrayCase | FileCase], out: str | Path | N
             history.append(total / patches_per_epoch)
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     if out is not None:
-        training = {"epochs": int(epochs), "patches_per_epoch": int(patches_per_epoch),
-                    "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
-                    "seed": int(seed), "lesion_fraction": float(lesion_fraction),
-                    "hot_fraction": float(hot_fraction),
-                    "organ_fraction": float(organ_fraction if organ_aware else 0.0),
-                    "augmentation": augmentation.record(), "n_cases": len(ids), "case_ids": ids,
+        training = {**settings.record(organ_aware), "n_cases": len(ids), "case_ids": ids,
                     "device": dev.type, "cpu_threads": torch.get_num_threads() if dev.type == "cpu" else None}
         write_checkpoint(model, out, patch_size, with_ct, training, history, classes=classes,
                          spacing_mm=spacing_mm)

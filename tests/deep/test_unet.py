@@ -15,6 +15,8 @@ from biomarkers.deep.patches import Augmentation, PatchSampler, background_value
 from biomarkers.deep.unet import UNet3D
 from biomarkers.segment.unet_run import segment_with_unet, train_unet_from_sheet
 from biomarkers.deep.unet import load_unet
+from biomarkers.segment import unet_settings
+from biomarkers.segment.unet_settings import UNetTraining
 from biomarkers.segment.unet_train import checkpoint_bytes, train_unet
 from biomarkers.errors import GeometryError, InputError, ModelBundleError
 from biomarkers.segment.quality import autopet_metrics
@@ -41,7 +43,9 @@ def dice(a, b):
     return 2.0 * (a & b).sum() / (a.sum() + b.sum())
 
 
-TINY = dict(base_channels=4, depth=2, progress=False)
+TINY = dict(base_channels=4, depth=2)
+#: One epoch of two patches at the default 48^3 (what the input checks need before training).
+QUICK = UNetTraining(1, 2, **TINY)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,9 +64,10 @@ def overfitted(tmp_path_factory):
     """A small U-Net overfitted to one 24^3 case (no augmentation): checkpoint path, history, case."""
     case = phantom(spheres=(((9, 10, 12), 3.5), ((16, 15, 11), 2.5)))
     path = tmp_path_factory.mktemp("unet") / "overfit.pt"
-    history = train_unet([case], path, epochs=40, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=3,
-                         device="cpu", patch_size=(16, 16, 16), lesion_fraction=0.5,
-                         augmentation=Augmentation.none(), base_channels=8, depth=2, progress=False)
+    settings = UNetTraining(epochs=40, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=3, device="cpu",
+                            patch_size=(16, 16, 16), lesion_fraction=0.5, augmentation=Augmentation.none(),
+                            base_channels=8, depth=2)
+    history = train_unet([case], path, settings, progress=False)
     return path, history, case
 
 
@@ -74,10 +79,10 @@ def organ_network(tmp_path_factory):
     (Dice 0.33 here, floating-point sums differ between instruction sets)."""
     case = organ_case()
     path = tmp_path_factory.mktemp("organs") / "organs.pt"
-    history = train_unet([case], path, epochs=100, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=0,
-                         device="cpu", patch_size=(16, 16, 16), lesion_fraction=0.5, hot_fraction=0.5,
-                         augmentation=Augmentation.none(), base_channels=8, depth=2, progress=False,
-                         spacing_mm=(4.0, 4.0, 4.0))
+    settings = UNetTraining(epochs=100, patches_per_epoch=8, batch_size=4, lr=1e-2, seed=0, device="cpu",
+                            patch_size=(16, 16, 16), lesion_fraction=0.5, hot_fraction=0.5,
+                            augmentation=Augmentation.none(), base_channels=8, depth=2, spacing_mm=(4.0, 4.0, 4.0))
+    history = train_unet([case], path, settings, progress=False)
     return path, history, case
 
 
@@ -236,8 +241,8 @@ def test_blur_spreads_uptake_in_suv_keeps_its_total_and_the_label():
 
 def test_training_loss_falls():
     cases = [phantom(seed=s, spheres=(((8 + 4 * s, 12, 12), 3.5),)) for s in range(2)]
-    history = train_unet(cases, None, epochs=12, patches_per_epoch=16, batch_size=4, lr=1e-2, seed=0,
-                         device="cpu", patch_size=(16, 16, 16), **TINY)
+    history = train_unet(cases, None, UNetTraining(epochs=12, patches_per_epoch=16, batch_size=4, lr=1e-2, seed=0,
+                                                   device="cpu", patch_size=(16, 16, 16), **TINY), progress=False)
     assert len(history) == 12
     assert 1.3 < history[0] < 1.7  # soft Dice ~0.8 + cross-entropy ~0.7 at initialisation
     means = np.convolve(history, np.ones(3) / 3, mode="valid")
@@ -314,8 +319,9 @@ def test_same_seed_identical_checkpoint_other_seed_differs(tmp_path):
     cases = [phantom(seed=1)]
     digests = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        train_unet(cases, tmp_path / f"{name}.pt", epochs=2, patches_per_epoch=4, batch_size=2, lr=1e-3,
-                   seed=seed, device="cpu", patch_size=(16, 16, 16), dropout=0.1, **TINY)
+        train_unet(cases, tmp_path / f"{name}.pt", UNetTraining(epochs=2, patches_per_epoch=4, batch_size=2, lr=1e-3,
+                                                                seed=seed, device="cpu", patch_size=(16, 16, 16),
+                                                                dropout=0.1, **TINY), progress=False)
         digests.append(hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest())
     assert digests[0] == digests[1] != digests[2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]  # no temporary left
@@ -368,8 +374,9 @@ def _sheet(tmp_path, n=2):
 def test_verbs_train_from_sheet_and_segment(tmp_path):
     sheet = _sheet(tmp_path)
     model_path = tmp_path / "unet.pt"
-    history = train_unet_from_sheet(sheet, "train", model_path, epochs=2, patches_per_epoch=4, seed=0,
-                                    batch_size=2, patch_size=(16, 16, 16), device="cpu", **TINY)
+    history = train_unet_from_sheet(sheet, "train", model_path,
+                                    UNetTraining(epochs=2, patches_per_epoch=4, seed=0, batch_size=2,
+                                                 patch_size=(16, 16, 16), device="cpu", **TINY), progress=False)
     assert len(history) == 2
     model, info = load_unet(model_path)
     assert info["training"]["case_ids"] == ["sub-00", "sub-01"] and model.in_channels == 2
@@ -385,13 +392,13 @@ def test_verbs_train_from_sheet_and_segment(tmp_path):
 def test_verbs_name_subject_and_file(tmp_path):
     sheet = _sheet(tmp_path)
     with pytest.raises(InputError, match="no subject in cohort 'validation'"):
-        train_unet_from_sheet(sheet, "validation", tmp_path / "m.pt", 1, 2, 0, **TINY)
+        train_unet_from_sheet(sheet, "validation", tmp_path / "m.pt", QUICK, progress=False)
     _write(np.zeros((24, 24, 24), np.uint8), tmp_path / "sub-01_mask.nii.gz", spacing=(3.0, 4.0, 4.0))
     with pytest.raises(GeometryError, match=r"subject sub-01, file .*sub-01_mask.nii.gz: geometry differs"):
-        train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", 1, 2, 0, **TINY)
+        train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", QUICK, progress=False)
     (tmp_path / "sub-00_ct.nii.gz").unlink()
     with pytest.raises(InputError, match=r"subject sub-00, file .*sub-00_ct.nii.gz: ct file does not exist"):
-        train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", 1, 2, 0, **TINY)
+        train_unet_from_sheet(sheet, "train", tmp_path / "m.pt", QUICK, progress=False)
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -463,7 +470,8 @@ def test_training_refuses_mixed_organ_cases():
     with_organs, without = organ_case(seed=0), organ_case(seed=1)
     without.organs = None
     with pytest.raises(ValueError, match="every case or no case must have an organ mask"):
-        train_unet([with_organs, without], None, 1, 2, 2, 1e-3, 0, "cpu", (16, 16, 16), **TINY)
+        train_unet([with_organs, without], None, UNetTraining(1, 2, 2, 1e-3, device="cpu", patch_size=(16, 16, 16),
+                                                              **TINY), progress=False)
 
 
 def test_verbs_organ_aware_from_sheet_writes_organs(tmp_path):
@@ -476,22 +484,27 @@ def test_verbs_organ_aware_from_sheet_writes_organs(tmp_path):
     table["organs"] = [f"{sid}_organs.nii.gz" for sid in table["subject_id"]]
     table.to_csv(sheet, sep="\t", index=False)
     model_path = tmp_path / "unet.pt"
-    train_unet_from_sheet(sheet, "train", model_path, epochs=1, patches_per_epoch=4, seed=0, batch_size=2,
-                          patch_size=(16, 16, 16), device="cpu", spacing_mm=(4.0, 4.0, 4.0), blur_fwhm_mm=6.0, **TINY)
+    blurred = UNetTraining(epochs=1, patches_per_epoch=4, seed=0, batch_size=2, patch_size=(16, 16, 16), device="cpu",
+                           spacing_mm=(4.0, 4.0, 4.0), **TINY).with_blur(6.0)
+    train_unet_from_sheet(sheet, "train", model_path, blurred, progress=False)
     _, info = load_unet(model_path)
     assert info["organ_labels"] == [1, 2, 3, 4, 5]
     augmentation = info["training"]["augmentation"]
     assert augmentation["blur_probability"] == 0.5 and augmentation["max_blur_fwhm_voxels"] == [1.5, 1.5, 1.5]
     with pytest.raises(ValueError, match="needs the network's voxel spacing"):
-        train_unet_from_sheet(sheet, "train", model_path, 1, 2, 0, device="cpu", blur_fwhm_mm=6.0, **TINY)
+        UNetTraining(1, 2, device="cpu", **TINY).with_blur(6.0)
+    with pytest.raises(ValueError, match="blur_fwhm_mm must be non-negative"):
+        blurred.with_blur(-1.0)
+    assert UNetTraining(spacing_mm=(4, 4, 4)).with_blur(0.0) == UNetTraining(spacing_mm=(4.0, 4.0, 4.0))
     out, organs_out = tmp_path / "lesions.nii.gz", tmp_path / "organs.nii.gz"
     segment_with_unet(tmp_path / "sub-00_pet.nii.gz", tmp_path / "sub-00_ct.nii.gz", model_path, out,
                       device="cpu", organs_out=organs_out, flips=[(2,)])
     assert sitk.ReadImage(str(organs_out)).GetSize() == (24, 24, 24)
     # a lesion-only network cannot write organs
     lesion_only = tmp_path / "lesion.pt"
-    train_unet_from_sheet(sheet, "train", lesion_only, epochs=1, patches_per_epoch=4, seed=0, batch_size=2,
-                          patch_size=(16, 16, 16), device="cpu", use_organs=False, **TINY)
+    train_unet_from_sheet(sheet, "train", lesion_only, UNetTraining(epochs=1, patches_per_epoch=4, seed=0, batch_size=2,
+                                                                    patch_size=(16, 16, 16), device="cpu", **TINY),
+                          use_organs=False, progress=False)
     with pytest.raises(InputError, match="predicts no organs"):
         segment_with_unet(tmp_path / "sub-00_pet.nii.gz", tmp_path / "sub-00_ct.nii.gz", lesion_only, out,
                           device="cpu", organs_out=organs_out)
@@ -501,15 +514,16 @@ def test_verbs_organ_aware_from_sheet_writes_organs(tmp_path):
     table.loc[0, "organs"] = "bad_organs.nii.gz"
     table.to_csv(sheet, sep="\t", index=False)
     with pytest.raises(InputError, match=r"subject sub-00, file .*bad_organs.nii.gz: organ labels \[9\]"):
-        train_unet_from_sheet(sheet, "train", model_path, 1, 2, 0, device="cpu", **TINY)
+        train_unet_from_sheet(sheet, "train", model_path, UNetTraining(1, 2, device="cpu", **TINY), progress=False)
 
 
 def test_organ_aware_training_is_byte_reproducible(tmp_path):
     digests = []
     for name in ("a", "b"):
-        train_unet([organ_case()], tmp_path / f"{name}.pt", epochs=2, patches_per_epoch=4, batch_size=2, lr=1e-3,
-                   seed=0, device="cpu", patch_size=(16, 16, 16), spacing_mm=(3.0, 3.0, 3.0), organ_fraction=0.5,
-                   **TINY)
+        train_unet([organ_case()], tmp_path / f"{name}.pt",
+                   UNetTraining(epochs=2, patches_per_epoch=4, batch_size=2, lr=1e-3, seed=0, device="cpu",
+                                patch_size=(16, 16, 16), spacing_mm=(3.0, 3.0, 3.0), organ_fraction=0.5, **TINY),
+                   progress=False)
         digests.append(hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     assert load_unet(tmp_path / "a.pt")[1]["training"]["organ_fraction"] == 0.5
@@ -550,3 +564,29 @@ def test_tidy_organs_relabels_stray_pieces():
     assert (tidy[12:14, 2:4, 2:4] == 3).all() and (tidy[12:14, 6:8, 2:4] == 3).all()  # both kidneys kept
     assert (tidy[12:18, 12:18, 12:18] == 1).all() and (tidy[2:8, 2:8, 2:8] == 4).all()
     assert np.array_equal(tidy_organs(tidy), tidy)  # nothing left to tidy
+
+
+def test_training_defaults_have_one_source():
+    """The workflow schema's `unet` defaults and the `train-unet` verb's are UNetTraining's."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from biomarkers.cli.segment import train_unet as verb
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    block = schema["properties"]["unet"]["properties"]
+    settings = UNetTraining()
+    for key in ("epochs", "patches_per_epoch", "batch_size", "lr", "lesion_fraction", "hot_fraction",
+                "organ_fraction", "base_channels", "seed"):
+        assert block[key]["default"] == getattr(settings, key), key
+        assert inspect.signature(verb).parameters[key].default.default == getattr(settings, key), key
+    assert block["patch"]["default"] == settings.patch_size[0] == inspect.signature(verb).parameters["patch"].default.default
+    assert block["spacing_mm"]["default"] == unet_settings.SPACING_MM == inspect.signature(verb).parameters["spacing_mm"].default.default
+    with pytest.raises(ValueError, match=r"patch_size \(20, 20, 20\) must be three multiples of 2\*\*depth = 8"):
+        UNetTraining(patch_size=(20, 20, 20))
+    with pytest.raises(ValueError, match="spacing_mm must be three positive values"):
+        UNetTraining(spacing_mm=(4.0, 0.0, 4.0))
+    with pytest.raises(ValueError, match="must be positive"):
+        UNetTraining(epochs=0)

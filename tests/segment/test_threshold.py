@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from biomarkers.segment import segment_lesions
+from biomarkers.segment.threshold import segment_lesions
 
 
 def ball(shape, centre, radius_vox):

@@ -136,7 +136,7 @@ def segment_task(subject):
     """`biomarkers segment` of one subject with the config's method."""
     seg = config["segmentation"]
     w = per_subject(subject)
-    task = ["segment", "--pet", pet_image(w), "--out", f"{RESULTS}/segmentation/{subject}_lesions.nii.gz",
+    task = ["segment", "--pet", pet_image(w), "--out", lesion_mask("segmentation", subject),
             "--method", seg["method"], "--threshold", seg["threshold_suv"], "--fraction", seg["fraction"],
             "--min-volume-ml", seg["min_volume_ml"]]
     organs, reference = organ_input(w), reference_input(w)
@@ -163,7 +163,7 @@ def unet_task(subject):
     task += ["--probability", UNET["probability"], "--tta" if UNET["tta"] else "--no-tta",
              "--min-volume-ml", config["segmentation"]["min_volume_ml"]]
     task += ["--organs-out", f"{RESULTS}/unet/{subject}_organs.nii.gz"] if UNET["organs"] else []
-    return task + ["--out", f"{RESULTS}/unet/{subject}_lesions.nii.gz", "--subject-id", subject]
+    return task + ["--out", lesion_mask("unet", subject), "--subject-id", subject]
 
 
 def features_task(masks, tables):
@@ -171,7 +171,7 @@ def features_task(masks, tables):
 
     def task(subject):
         return ["features", "--image", pet_image(per_subject(subject)),
-                "--mask", f"{RESULTS}/{masks}/{subject}_lesions.nii.gz", "--params", RADIOMICS_PARAMS,
+                "--mask", lesion_mask(masks, subject), "--params", RADIOMICS_PARAMS,
                 "--subject-id", subject, "--out", f"{RESULTS}/features/{tables}/{subject}.parquet"]
 
     return task
@@ -181,7 +181,7 @@ def embed_task(subject):
     """`biomarkers embed` of one subject's lesions with the trained autoencoder."""
     w = per_subject(subject)
     ct = deep_ct_input(w)
-    return ["embed", "--image", pet_image(w), "--mask", f"{RESULTS}/segmentation/{subject}_lesions.nii.gz",
+    return ["embed", "--image", pet_image(w), "--mask", lesion_mask("segmentation", subject),
             "--model", f"{RESULTS}/models/autoencoder.pt", *(["--ct", ct["ct"]] if ct else []),
             "--subject-id", subject, "--out", f"{RESULTS}/features/deep/{subject}.parquet"]
 
@@ -190,7 +190,7 @@ def stability_task(subject):
     """`biomarkers stability` of one subject: its features under every configured perturbation."""
     w = per_subject(subject)
     fwhm = source_fwhm(subject)
-    return ["stability", "--image", pet_image(w), "--mask", f"{RESULTS}/segmentation/{subject}_lesions.nii.gz",
+    return ["stability", "--image", pet_image(w), "--mask", lesion_mask("segmentation", subject),
             "--params", RADIOMICS_PARAMS, "--subject-id", subject,
             *[a for p in STABILITY["perturbations"] for a in ("--perturb", p)],
             *([] if fwhm is None else ["--source-fwhm", fwhm]), "--seed", STABILITY["seed"],

@@ -12,7 +12,7 @@ for stage, masks, tables in [("features", "segmentation", "lesions"), ("features
             name:
                 chunk_rule_name(stage, index)
             input:
-                chunk_inputs(lambda s, masks=masks: [pet_image(per_subject(s)), f"{RESULTS}/{masks}/{s}_lesions.nii.gz"], ids),
+                chunk_inputs(lambda s, masks=masks: [pet_image(per_subject(s)), lesion_mask(masks, s)], ids),
                 params=RADIOMICS_PARAMS,
             output:
                 [f"{RESULTS}/features/{tables}/{s}.parquet" for s in ids],
@@ -68,7 +68,7 @@ if DEEP["enabled"]:
                 chunk_rule_name("embed", index)
             input:
                 chunk_inputs(
-                    lambda s: [pet_image(per_subject(s)), f"{RESULTS}/segmentation/{s}_lesions.nii.gz",
+                    lambda s: [pet_image(per_subject(s)), lesion_mask("segmentation", s),
                                *file_values(deep_ct_input(per_subject(s)))],
                     ids,
                 ),
@@ -137,7 +137,7 @@ for index, (label, ids) in enumerate(chunks(stability_subjects())):
         name:
             chunk_rule_name("stability", index)
         input:
-            chunk_inputs(lambda s: [pet_image(per_subject(s)), f"{RESULTS}/segmentation/{s}_lesions.nii.gz"], ids),
+            chunk_inputs(lambda s: [pet_image(per_subject(s)), lesion_mask("segmentation", s)], ids),
             unpack(centers_input),
             params=RADIOMICS_PARAMS,
         output:

@@ -63,7 +63,7 @@ for index, (label, ids) in enumerate(chunks()):
         input:
             chunk_inputs(segment_inputs, ids),
         output:
-            [f"{RESULTS}/segmentation/{s}_lesions.nii.gz" for s in ids],
+            [lesion_mask("segmentation", s) for s in ids],
         params:
             tasks=chunk_tasks(segment_task, ids),
         log:
