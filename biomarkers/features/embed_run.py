@@ -21,7 +21,7 @@ from biomarkers.deep.lesion_bags import bags_from_sheet
 from biomarkers.errors import InputError
 from biomarkers.io.atomic import write_parquet
 
-#: File name of a subject's lesion mask inside a masks folder (as the workflow's segment rule writes it).
+
 def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, out: str | Path,
                                  latent: int = LATENT, epochs: int = EPOCHS, seed: int = 0, batch_size: int = 16,
                                  lr: float = 1e-3, width: int = 8,

@@ -108,11 +108,11 @@ def _write_dicom(pet_suv: np.ndarray, grid: Grid, plan: SubjectPlan) -> np.ndarr
     and one from NIfTI see the same SUVs.
     """
     from biomarkers.imaging.suv import read_suv  # pydicom only when asked for
-    from biomarkers.simulate.dicom import write_pet_dicom
+    from biomarkers.simulate.dicom import PetHeader, write_pet_dicom
 
     folder = plan.images_dir / f"{plan.subject_id}_pet_dicom"
     write_pet_dicom(pet_suv, grid.spacing_mm, grid.origin_mm, folder, plan.subject_id,
-                    np.random.SeedSequence(plan.seed, spawn_key=(3, plan.index)), sex=plan.sex)
+                    np.random.SeedSequence(plan.seed, spawn_key=(3, plan.index)), PetHeader(sex=plan.sex))
     return sitk.GetArrayFromImage(read_suv(folder)[0])
 
 

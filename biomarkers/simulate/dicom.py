@@ -8,13 +8,14 @@ Pixel values are chosen so that a correct SUV conversion gives back ``suv``:
 with Units BQML the activity concentration (Bq/ml) is ``SUV x dose / weight_g``, the dose
 decayed as DecayCorrection says (DICOM PS3.3 C.8.9.1, PET Series and PET Isotope modules).
 
-Keyword options let tests vary Units, DecayCorrection, the Philips private SUV factor,
+The header options (:class:`PetHeader`) let tests vary Units, DecayCorrection, the Philips private SUV factor,
 midnight crossing, time-zone offsets and missing or altered tags. The same arguments
 (and seed) give byte-identical files: UIDs are derived from the seed and subject ID.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -156,35 +157,13 @@ def _apply(ds: Dataset, item: Dataset, omit: Sequence[str], overrides: Mapping[s
         setattr(item if keyword in ISOTOPE_KEYWORDS else ds, keyword, value)
 
 
-def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float],
-                    out_dir: Path, subject_id: str,
-                    seed: int | np.random.SeedSequence | np.random.Generator = 0, *,
-                    direction: Sequence[float] | None = None, units: str = "BQML",
-                    decay_correction: str = "START", philips_suv_factor: bool = True,
-                    sex: str | None = None, weight_kg: float | None = None,
-                    height_m: float | None = None, dose_bq: float | None = None,
-                    half_life_s: float = F18_HALF_LIFE_S, uptake_s: float = 3600.0,
-                    series_datetime: datetime = datetime(2024, 3, 5, 10, 30, 0),
-                    injection_datetime_tag: bool = True, utc_offset: str | None = None,
-                    injection_utc_offset: str | None = None, slices_per_bed: int = 40,
-                    frame_duration_s: float = 120.0, series_description: str = "PET WB",
-                    omit: Sequence[str] = (), overrides: Mapping[str, Any] | None = None) -> Path:
-    """Write ``suv`` as a PET DICOM series, one file per slice, atomically.
+@dataclass(frozen=True)
+class PetHeader:
+    """The header of a simulated PET series (:func:`write_pet_dicom`): what a scanner and a site
+    would write, with the options tests vary.
 
-    Parameters
+    Attributes
     ----------
-    suv : numpy.ndarray
-        SUVbw volume in (z, y, x) order.
-    spacing_mm, origin_mm : sequence of float
-        Voxel spacing and centre of voxel (0, 0, 0), both (x, y, z) in mm (SimpleITK order, LPS).
-    out_dir : Path
-        Folder to write (replaced if it exists).
-    subject_id : str
-        Pseudonymous ID, written as PatientName and PatientID; enters the UIDs.
-    seed : int, numpy.random.SeedSequence or numpy.random.Generator
-        Source of the drawn header values (sex, weight, height, dose) and of the UIDs.
-    direction : sequence of float, optional
-        Nine direction cosines in SimpleITK order (columns: x, y and slice axes); identity if None.
     units : {"BQML", "GML", "CNTS"}
         Units (0054,1001). CNTS writes the Philips SUV scale factor (7053,1000) unless
         ``philips_suv_factor`` is False.
@@ -192,7 +171,7 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
         DecayCorrection (0054,1102); with NONE each bed's activity is decayed to its own
         acquisition start.
     sex, weight_kg, height_m, dose_bq : optional
-        Patient and dose values; drawn from ``seed`` when None.
+        Patient and dose values; drawn from the writer's seed when None.
     half_life_s, uptake_s : float
         RadionuclideHalfLife and the time from injection to SeriesTime.
     series_datetime : datetime
@@ -212,6 +191,60 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
     overrides : mapping, optional
         Keyword -> value written instead of the computed header value; pixels are unchanged.
 
+    Raises
+    ------
+    ValueError
+        Units or a decay correction that is not simulated.
+    """
+
+    units: str = "BQML"
+    decay_correction: str = "START"
+    philips_suv_factor: bool = True
+    sex: str | None = None
+    weight_kg: float | None = None
+    height_m: float | None = None
+    dose_bq: float | None = None
+    half_life_s: float = F18_HALF_LIFE_S
+    uptake_s: float = 3600.0
+    series_datetime: datetime = datetime(2024, 3, 5, 10, 30, 0)
+    injection_datetime_tag: bool = True
+    utc_offset: str | None = None
+    injection_utc_offset: str | None = None
+    slices_per_bed: int = 40
+    frame_duration_s: float = 120.0
+    series_description: str = "PET WB"
+    omit: Sequence[str] = ()
+    overrides: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.units not in ("BQML", "GML", "CNTS") or self.decay_correction not in ("START", "ADMIN", "NONE"):
+            raise ValueError(f"units {self.units!r} / decay_correction {self.decay_correction!r} not simulated; "
+                             "write other values with overrides")
+
+
+def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Sequence[float],
+                    out_dir: Path, subject_id: str,
+                    seed: int | np.random.SeedSequence | np.random.Generator = 0,
+                    header: PetHeader = PetHeader(), *, direction: Sequence[float] | None = None) -> Path:
+    """Write ``suv`` as a PET DICOM series, one file per slice, atomically.
+
+    Parameters
+    ----------
+    suv : numpy.ndarray
+        SUVbw volume in (z, y, x) order.
+    spacing_mm, origin_mm : sequence of float
+        Voxel spacing and centre of voxel (0, 0, 0), both (x, y, z) in mm (SimpleITK order, LPS).
+    out_dir : Path
+        Folder to write (replaced if it exists).
+    subject_id : str
+        Pseudonymous ID, written as PatientName and PatientID; enters the UIDs.
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator
+        Source of the drawn header values (sex, weight, height, dose) and of the UIDs.
+    header : PetHeader
+        Units, decay correction, patient, dose and timing values, and tags to omit or override.
+    direction : sequence of float, optional
+        Nine direction cosines in SimpleITK order (columns: x, y and slice axes); identity if None.
+
     Returns
     -------
     Path
@@ -220,11 +253,11 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
     suv = np.asarray(suv, dtype=np.float64)
     if suv.ndim != 3:
         raise ValueError(f"suv must be a (z, y, x) volume, got shape {suv.shape}")
-    if units not in ("BQML", "GML", "CNTS") or decay_correction not in ("START", "ADMIN", "NONE"):
-        raise ValueError(f"units {units!r} / decay_correction {decay_correction!r} not simulated; "
-                         "write other values with overrides")
+    h = header
+    units, decay_correction, uptake_s, half_life_s = h.units, h.decay_correction, h.uptake_s, h.half_life_s
+    series_datetime, utc_offset, injection_utc_offset = h.series_datetime, h.utc_offset, h.injection_utc_offset
     rng = np.random.default_rng(seed)
-    sex, weight_kg, height_m, dose_bq = _header_values(rng, sex, weight_kg, height_m, dose_bq)
+    sex, weight_kg, height_m, dose_bq = _header_values(rng, h.sex, h.weight_kg, h.height_m, h.dose_bq)
     key = f"{subject_id}|{int(rng.integers(2**62))}"
     uids = {name: _uid(key, name) for name in ("study", "series", "frame")}
     matrix = np.eye(3) if direction is None else np.asarray(direction, float).reshape(3, 3)
@@ -237,13 +270,13 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
                            .astimezone(_offset(injection_utc_offset)).replace(tzinfo=None))
 
     ds = _base_dataset(subject_id, uids, sex, weight_kg, height_m, units, decay_correction,
-                       suv.shape[0], series_description)
+                       suv.shape[0], h.series_description)
     for date_kw, time_kw in (("StudyDate", "StudyTime"), ("SeriesDate", "SeriesTime")):
         setattr(ds, date_kw, series_datetime.strftime("%Y%m%d"))
         setattr(ds, time_kw, _tm(series_datetime))
     if utc_offset:
         ds.TimezoneOffsetFromUTC = utc_offset
-    item = _isotope_item(dose_bq, half_life_s, injection_local, injection_datetime_tag,
+    item = _isotope_item(dose_bq, half_life_s, injection_local, h.injection_datetime_tag,
                          injection_utc_offset)
     ds.RadiopharmaceuticalInformationSequence = DicomSequence([item])
     ds.Rows, ds.Columns = suv.shape[1], suv.shape[2]
@@ -255,7 +288,7 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
     out_dir = Path(out_dir)
     with atomic_folder(out_dir) as tmp_dir:
         for k in range(suv.shape[0]):
-            bed_offset_s = (k // slices_per_bed) * frame_duration_s
+            bed_offset_s = (k // h.slices_per_bed) * h.frame_duration_s
             acquired = series_datetime + timedelta(seconds=bed_offset_s)
             elapsed_s = {"START": uptake_s, "ADMIN": 0.0, "NONE": uptake_s + bed_offset_s}
             decayed_bq = dose_bq * np.exp(-decay_rate * elapsed_s.get(decay_correction, uptake_s))
@@ -275,15 +308,15 @@ def write_pet_dicom(suv: np.ndarray, spacing_mm: Sequence[float], origin_mm: Seq
             sl.AcquisitionDate = acquired.strftime("%Y%m%d")
             sl.AcquisitionTime = _tm(acquired)
             sl.ContentDate, sl.ContentTime = sl.AcquisitionDate, sl.AcquisitionTime
-            sl.ActualFrameDuration = int(round(frame_duration_s * 1000))
+            sl.ActualFrameDuration = int(round(h.frame_duration_s * 1000))
             sl.FrameReferenceTime = _ds(bed_offset_s * 1000.0)
             sl.RescaleSlope = _ds(slope)
-            if units == "CNTS" and philips_suv_factor:
+            if units == "CNTS" and h.philips_suv_factor:
                 block = sl.private_block(0x7053, PHILIPS_CREATOR, create=True)
                 block.add_new(0x00, "DS", _ds(weight_kg * 1000.0 / (
                     dose_bq * np.exp(-decay_rate * uptake_s) * COUNTS_PER_BQML)))
             sl.PixelData = stored.tobytes()
-            _apply(sl, item, omit, overrides or {})
+            _apply(sl, item, h.omit, h.overrides or {})
             _save_slice(sl, tmp_dir / f"PT{k + 1:04d}.dcm")
     return out_dir
 

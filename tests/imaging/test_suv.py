@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from biomarkers.errors import InputError
 from biomarkers.imaging.suv import convert_dicom_to_suv, sidecar_path
 from biomarkers.simulate import simulate_cohort
-from biomarkers.simulate.dicom import write_pet_dicom
+from biomarkers.simulate.dicom import PetHeader, write_pet_dicom
 
 SPACING_MM = (3.0, 3.0, 2.0)
 ORIGIN_MM = (-7.5, -6.0, 100.0)
@@ -82,7 +82,7 @@ def _close(ours: np.ndarray, hand: np.ndarray) -> None:
 def _series(tmp_path: Path, name: str = "pet", n_slices: int = 6, seed: int = 0, **options) -> Path:
     suv = np.random.default_rng(seed).gamma(2.0, 1.5, (n_slices, 5, 4))
     options = {"sex": "M", "weight_kg": 81.3, "height_m": 1.78, "dose_bq": 3.02e8} | options
-    return write_pet_dicom(suv, SPACING_MM, ORIGIN_MM, tmp_path / name, SUBJECT, seed, **options)
+    return write_pet_dicom(suv, SPACING_MM, ORIGIN_MM, tmp_path / name, SUBJECT, seed, PetHeader(**options))
 
 
 # --- units and decay correction --------------------------------------------------------------

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from biomarkers.errors import InputError
 from biomarkers.io.dicom import DicomTagError, read_pixels, read_series, tag_label, to_image
 from biomarkers.io.dicom_time import parse_da, parse_dt, parse_tm, parse_utc_offset
-from biomarkers.simulate.dicom import write_pet_dicom
+from biomarkers.simulate.dicom import PetHeader, write_pet_dicom
 
 SPACING_MM = (2.5, 3.0, 4.0)
 ORIGIN_MM = (-20.0, 15.5, -7.25)
@@ -28,7 +28,9 @@ def _oblique_direction() -> tuple[float, ...]:
 
 def _series(folder: Path, seed: int = 0, n_slices: int = 7, **options) -> tuple[Path, np.ndarray]:
     suv = np.random.default_rng(seed).gamma(2.0, 1.5, (n_slices, 6, 5))
-    return write_pet_dicom(suv, SPACING_MM, ORIGIN_MM, folder, "sub-0001", seed, **options), suv
+    direction = options.pop("direction", None)
+    return write_pet_dicom(suv, SPACING_MM, ORIGIN_MM, folder, "sub-0001", seed, PetHeader(**options),
+                           direction=direction), suv
 
 
 def test_geometry_and_values_match_simpleitk(tmp_path: Path) -> None:
