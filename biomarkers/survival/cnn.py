@@ -32,8 +32,8 @@ same inputs, seed, torch version and thread count give identical weights.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from biomarkers.deep.autoencoder import PatchEncoder3D
 from biomarkers.survival.breslow import breslow_baseline
+from biomarkers.survival.hyperparameters import DEFAULTS
 from biomarkers.survival.losses import cox_loss
 from biomarkers.deep.training import (MLP, TrainResult, draw_masks, mc_forward_batched, resolve_device,
                                             seeded_deterministic, stratified_split, train)
@@ -161,12 +162,38 @@ class FitResult:
     history: TrainResult
 
 
-def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: np.ndarray, event: np.ndarray, *,
-                       latent: int = 8, width: int = 4, hidden: int = 16, dropout: float = 0.2,
-                       max_epochs: int = 100, patience: int = 15, val_fraction: float = 0.2, batch_size: int = 32,
-                       lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0,
-                       device: str = "cpu", encoder_state: dict | None = None,
-                       freeze_encoder: bool = False) -> FitResult:
+_DEFAULTS = DEFAULTS["cnn_survival"]
+
+
+@dataclass(frozen=True)
+class CnnTraining:
+    """How :func:`fit_lesion_bag_cox` trains the network: its size (``latent``, ``width``, ``hidden``,
+    ``dropout``) and training (``max_epochs``, ``patience``, ``val_fraction``, ``batch_size`` in
+    subjects, ``lr``, ``weight_decay``, ``seed``: as :class:`biomarkers.survival.deep.DeepSurvivalModel`).
+    The defaults are the ``cnn_survival`` model's (:data:`~biomarkers.survival.hyperparameters.DEFAULTS`)."""
+
+    latent: int = _DEFAULTS["latent"]
+    width: int = _DEFAULTS["width"]
+    hidden: int = _DEFAULTS["hidden"]
+    dropout: float = _DEFAULTS["dropout"]
+    max_epochs: int = _DEFAULTS["max_epochs"]
+    patience: int = _DEFAULTS["patience"]
+    val_fraction: float = _DEFAULTS["val_fraction"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    seed: int = _DEFAULTS["seed"]
+
+    @classmethod
+    def from_hyperparameters(cls, params: Mapping[str, Any]) -> "CnnTraining":
+        """The training settings among a ``cnn_survival`` model's hyperparameters (the rest, e.g.
+        ``mc_samples``, are the scoring's)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+
+
+def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: np.ndarray, event: np.ndarray,
+                       settings: CnnTraining = CnnTraining(), *, device: str = "cpu",
+                       encoder_state: dict | None = None, freeze_encoder: bool = False) -> FitResult:
     """Train the network on a cohort's lesion bags and clinical covariates (module docstring).
 
     Parameters
@@ -177,15 +204,18 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
         Standardised clinical covariates (p may be 0).
     time, event : ndarray (n_subjects,)
         Follow-up and event indicator.
-    max_epochs, patience, val_fraction, batch_size, lr, weight_decay, seed
-        As :class:`biomarkers.survival.deep.DeepSurvivalModel.fit` (batch = subjects).
+    settings : CnnTraining
+        Network size and training.
+    device : {"cpu", "cuda", "auto"}
+        Where it trains.
     encoder_state : dict, optional
         Pretrained weights of the patch encoder (transfer learning: e.g. the encoder of an
-        autoencoder trained on patches without outcomes, :mod:`biomarkers.deep.pretrain`); the
-        rest of the network starts from the seed's initialisation.
+        autoencoder trained on patches without outcomes, :mod:`biomarkers.survival.pretraining`);
+        the rest of the network starts from the seed's initialisation.
     freeze_encoder : bool
         Keep the pretrained encoder fixed and train only the pooling and the head.
     """
+    s = settings
     clinical = np.asarray(clinical, dtype=np.float32).reshape(len(bags), -1)
     time, event = np.asarray(time, np.float64), np.asarray(event).astype(np.int64)
     if not len(bags) == len(clinical) == len(time) == len(event):
@@ -198,10 +228,10 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
     if not len(patches):
         raise ValueError("no lesion patch in the training cohort")
     dev = resolve_device(device)
-    train_idx, val_idx = stratified_split(event, val_fraction, seed)
-    with seeded_deterministic(seed, dev):
-        net = LesionBagCox(patches.shape[1], patches.shape[2:], clinical.shape[1], latent, width, hidden,
-                           dropout).to(dev)
+    train_idx, val_idx = stratified_split(event, s.val_fraction, s.seed)
+    with seeded_deterministic(s.seed, dev):
+        net = LesionBagCox(patches.shape[1], patches.shape[2:], clinical.shape[1], s.latent, s.width, s.hidden,
+                           s.dropout).to(dev)
         if encoder_state is not None:
             net.encoder.load_state_dict(encoder_state)
         if freeze_encoder:
@@ -209,12 +239,12 @@ def fit_lesion_bag_cox(bags: Sequence[np.ndarray], clinical: np.ndarray, time: n
                 raise ValueError("freeze_encoder needs a pretrained encoder_state")
             net.encoder.requires_grad_(False)
         cohort = _Cohort(net, torch.as_tensor(patches, device=dev), offsets,
-                         torch.as_tensor(clinical, device=dev), torch.Generator().manual_seed(int(seed) + 1))
+                         torch.as_tensor(clinical, device=dev), torch.Generator().manual_seed(int(s.seed) + 1))
         rows = torch.arange(len(bags), device=dev)
         targets = [torch.as_tensor(time, dtype=torch.float32, device=dev),
                    torch.as_tensor(event, dtype=torch.float32, device=dev)]
-        history = train(cohort, cox_loss, rows, targets, train_idx, val_idx, seed=seed, max_epochs=max_epochs,
-                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience)
+        history = train(cohort, cox_loss, rows, targets, train_idx, val_idx, seed=s.seed, max_epochs=s.max_epochs,
+                        batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay, patience=s.patience)
     net.eval()
     risk = risk_samples(net, bags, clinical, 0)[0]
     baseline_time, baseline_cumhaz = breslow_baseline(time, event, risk)

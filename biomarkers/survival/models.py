@@ -320,14 +320,10 @@ class CNNSurvival(SurvivalModel):
         return bags
 
     def fit(self, x, time, event, names=None, **inputs):
-        from biomarkers.survival.cnn import fit_lesion_bag_cox
+        from biomarkers.survival.cnn import CnnTraining, fit_lesion_bag_cox
 
-        p = self.params
-        fitted = fit_lesion_bag_cox(self._bags(inputs, len(x)), x, time, event, latent=p["latent"], width=p["width"],
-                                    hidden=p["hidden"], dropout=p["dropout"], max_epochs=p["max_epochs"],
-                                    patience=p["patience"], val_fraction=p["val_fraction"],
-                                    batch_size=p["batch_size"], lr=p["lr"], weight_decay=p["weight_decay"],
-                                    seed=p["seed"], device="cpu")
+        fitted = fit_lesion_bag_cox(self._bags(inputs, len(x)), x, time, event,
+                                    CnnTraining.from_hyperparameters(self.params), device="cpu")
         import pandas as pd
 
         self.net_, history = fitted.net, fitted.history

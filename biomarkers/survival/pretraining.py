@@ -21,6 +21,7 @@ noise and patient sampling both enter the comparison.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -55,12 +56,13 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
     ``pretrain_patches``: every patch the encoder may learn from (N, C, D, H, W); ``spec``: the
     end-to-end model (``cnn_survival``) as it is fitted, its seed replaced by each of ``seeds``.
     """
-    from biomarkers.survival.cnn import fit_lesion_bag_cox, risk_samples
+    from biomarkers.survival.cnn import CnnTraining, fit_lesion_bag_cox, risk_samples
     from biomarkers.survival.bundle import fit_bundle
 
     if spec.kind != "cnn_survival":
         raise ValueError(f"the pretraining comparison is of an end-to-end model (cnn_survival), not {spec.kind}")
     base = spec.hyperparameters
+    training = CnnTraining.from_hyperparameters(base)
     t_val, e_val = validation["time"].to_numpy(float), validation["event"].to_numpy(int)
     risks: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}
     losses = {}
@@ -74,12 +76,9 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
         encoder, losses[seed] = pretrain_encoder(pretrain_patches, channels, base["latent"], base["width"],
                                                  pretrain_epochs, seed)
         for variant in ("finetuned", "frozen"):
-            fitted = fit_lesion_bag_cox(
-                bags_train, x_train, train["time"].to_numpy(float), train["event"].to_numpy(int),
-                latent=base["latent"], width=base["width"], hidden=base["hidden"], dropout=base["dropout"],
-                max_epochs=base["max_epochs"], patience=base["patience"], val_fraction=base["val_fraction"],
-                batch_size=base["batch_size"], lr=base["lr"], weight_decay=base["weight_decay"], seed=seed,
-                encoder_state=encoder, freeze_encoder=variant == "frozen")
+            fitted = fit_lesion_bag_cox(bags_train, x_train, train["time"].to_numpy(float),
+                                        train["event"].to_numpy(int), replace(training, seed=seed),
+                                        encoder_state=encoder, freeze_encoder=variant == "frozen")
             risks[variant].append(risk_samples(fitted.net, bags_val, x_val, 0)[0])
 
     def mean_c(variant: str, i: np.ndarray) -> float:

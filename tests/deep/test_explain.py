@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from biomarkers.survival.explain import attention_weights, explain_patients, lesion_contributions, occlusion_map
-from biomarkers.survival.cnn import LesionBagCox, fit_lesion_bag_cox
+from biomarkers.survival.cnn import CnnTraining, LesionBagCox, fit_lesion_bag_cox
 
 SHAPE = (16, 16, 16)
 
@@ -38,8 +38,9 @@ def _cohort(rng, n):
 def trained():
     rng = np.random.default_rng(0)
     bags, driver, amp, time, event = _cohort(rng, 120)
-    fit = fit_lesion_bag_cox(bags, np.zeros((120, 0)), time, event, latent=4, width=4, hidden=8, dropout=0.0,
-                             max_epochs=40, val_fraction=0.0, batch_size=40, lr=3e-3, weight_decay=1e-4, seed=0)
+    fit = fit_lesion_bag_cox(bags, np.zeros((120, 0)), time, event,
+                             CnnTraining(latent=4, width=4, hidden=8, dropout=0.0, max_epochs=40, val_fraction=0.0,
+                                         batch_size=40, lr=3e-3, weight_decay=1e-4, seed=0))
     return fit.net, bags, driver, amp
 
 

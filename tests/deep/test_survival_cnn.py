@@ -9,8 +9,8 @@ import torch
 
 from biomarkers.deep.crops import PatchSpec
 from biomarkers.deep.lesion_bags import LesionBags, bags_from_sheet, read_bags, write_bags
-from biomarkers.survival.cnn import (LesionBagCox, fit_lesion_bag_cox, load_network, network_bytes,
-                                          risk_samples)
+from biomarkers.survival.cnn import (CnnTraining, LesionBagCox, fit_lesion_bag_cox, load_network, network_bytes,
+                                   risk_samples)
 from biomarkers.errors import FeatureTableError, InputError
 from biomarkers.survival.bundle import ModelSpec, fit_bundle, load_bundle, save_bundle, score_table
 from biomarkers.validation.metrics import harrell_c
@@ -47,8 +47,9 @@ def sphere_cohort(n, seed):
 def fitted():
     bags, age, time, event, lp = sphere_cohort(120, 0)
     torch.set_num_threads(1)
-    result = fit_lesion_bag_cox(bags, age, time, event, latent=4, width=4, hidden=8, dropout=0.2, max_epochs=40,
-                                patience=40, val_fraction=0.0, batch_size=40, lr=3e-3, seed=0)
+    result = fit_lesion_bag_cox(bags, age, time, event,
+                                CnnTraining(latent=4, width=4, hidden=8, dropout=0.2, max_epochs=40, patience=40,
+                                            val_fraction=0.0, batch_size=40, lr=3e-3, seed=0))
     return result, (bags, age, time, event, lp)
 
 
@@ -93,8 +94,10 @@ def test_mc_dropout_spread_is_positive_and_reproducible(fitted):
 def test_same_seed_same_weights_and_saved_network_scores_the_same(fitted):
     result, (bags, age, time, event, _) = fitted
     # two short trainings with one seed give the same bytes (the long one is not repeated)
-    first, again = (fit_lesion_bag_cox(bags, age, time, event, latent=4, width=4, hidden=8, dropout=0.2, max_epochs=4,
-                                       patience=4, val_fraction=0.0, batch_size=40, lr=3e-3, seed=0) for _ in range(2))
+    first, again = (fit_lesion_bag_cox(bags, age, time, event,
+                                       CnnTraining(latent=4, width=4, hidden=8, dropout=0.2, max_epochs=4, patience=4,
+                                                   val_fraction=0.0, batch_size=40, lr=3e-3, seed=0))
+                     for _ in range(2))
     assert network_bytes(again.net) == network_bytes(first.net)
     loaded = load_network(network_bytes(result.net))
     assert isinstance(loaded, LesionBagCox) and not loaded.training
@@ -103,8 +106,9 @@ def test_same_seed_same_weights_and_saved_network_scores_the_same(fitted):
 
 def test_early_stopping_keeps_the_best_validation_epoch():
     bags, age, time, event, _ = sphere_cohort(60, 2)
-    result = fit_lesion_bag_cox(bags, age, time, event, latent=4, width=4, hidden=8, max_epochs=30, patience=3,
-                                val_fraction=0.25, batch_size=20, seed=0)
+    result = fit_lesion_bag_cox(bags, age, time, event,
+                                CnnTraining(latent=4, width=4, hidden=8, max_epochs=30, patience=3, val_fraction=0.25,
+                                            batch_size=20, seed=0))
     val = np.asarray(result.history.val_loss)
     assert result.history.best_epoch == int(np.nanargmin(val)) and len(val) <= result.history.best_epoch + 4
 
