@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -65,6 +64,7 @@ from biomarkers.deep.training import (MLP, draw_masks, mc_forward_batched, mc_fo
                                             seeded_deterministic, stratified_split, train)
 from biomarkers.io.atomic import atomic_path
 from biomarkers.survival.breslow import breslow_baseline, breslow_survival
+from biomarkers.survival.curves import SurvivalCurves, grid_survival, pmf_survival
 from biomarkers.survival.losses import cox_loss, deephit_loss, logistic_hazard_loss
 
 KINDS = ("deepsurv", "logistic_hazard", "deephit")
@@ -72,22 +72,6 @@ STATE_FORMAT = 1
 # rows (patients x samples) per forward pass when batch_size is None: on the CPU, passes whose
 # activations stay in cache are fastest (measured for width 32: 2**12..2**15 rows)
 _PREDICT_ROWS = {"cpu": 2**14, "cuda": 2**20}
-
-
-@dataclass
-class SurvivalCurves:
-    """Predicted survival probabilities at ``times``, shape (n_patients, len(times)).
-
-    ``lower``/``upper`` are the 2.5 and 97.5 percentiles over MC-dropout samples (equal
-    to ``mean`` without MC dropout); ``samples`` (T, n_patients, len(times)) is kept only
-    when asked for.
-    """
-
-    times: np.ndarray
-    mean: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    samples: np.ndarray | None = None
 
 
 class DeepSurvivalModel:
@@ -270,7 +254,7 @@ class DeepSurvivalModel:
 
     def _grid(self, out: np.ndarray) -> np.ndarray:
         """Survival at the cuts (discrete-time kinds)."""
-        return _grid_survival(out) if self.kind == "logistic_hazard" else _pmf_survival(out)
+        return grid_survival(out) if self.kind == "logistic_hazard" else pmf_survival(out)
 
     def _risk(self, out: np.ndarray) -> np.ndarray:
         if self.kind == "deepsurv":
@@ -371,19 +355,6 @@ class DeepSurvivalModel:
         if not np.isfinite(x).all():
             raise ValueError("x contains NaN or infinite values; impute and standardise first")
         return x
-
-
-def _grid_survival(phi: np.ndarray) -> np.ndarray:
-    """Survival at the cuts from hazard logits: ``prod (1 - sigmoid(phi))`` = ``exp(-cumsum softplus)``."""
-    return np.exp(-np.cumsum(np.logaddexp(0.0, phi), axis=-1))
-
-
-def _pmf_survival(phi: np.ndarray) -> np.ndarray:
-    """Survival at the cuts from DeepHit logits: ``1 - cumsum(softmax([phi, 0]))`` without the padding column."""
-    padded = np.concatenate([phi, np.zeros(phi.shape[:-1] + (1,))], axis=-1)
-    pmf = np.exp(padded - padded.max(axis=-1, keepdims=True))
-    pmf /= pmf.sum(axis=-1, keepdims=True)
-    return np.clip(1.0 - np.cumsum(pmf[..., :-1], axis=-1), 0.0, 1.0)
 
 
 def _mc_outputs_loop(model: DeepSurvivalModel, x: np.ndarray, mc_samples: int, seed: int) -> np.ndarray:
