@@ -8,7 +8,7 @@ import typer
 
 from biomarkers.cli import args as cli_args
 from biomarkers.cli.app import app, user_errors
-from biomarkers.deep.defaults import EPOCHS, LATENT
+from biomarkers.deep.defaults import AutoencoderTraining
 from biomarkers.cli.args import split_list as _split
 
 _THREADS = cli_args.THREADS
@@ -41,19 +41,20 @@ def train_autoencoder(subjects: Path = typer.Option(..., help="Subjects sheet wi
                       cohort: str = typer.Option(..., help="Cohort whose lesions train the autoencoder."),
                       masks: str = typer.Option(..., help="Folder of <subject>_lesions.nii.gz, or a pattern with {subject_id}."),
                       out: Path = typer.Option(..., help="Checkpoint to write."),
-                      latent: int = typer.Option(LATENT, help="Length of the feature vector."),
-                      epochs: int = typer.Option(EPOCHS, help="Epochs."),
+                      latent: int = typer.Option(AutoencoderTraining.latent, help="Length of the feature vector."),
+                      epochs: int = typer.Option(AutoencoderTraining.epochs, help="Epochs."),
                       use_ct: bool = typer.Option(True, help="PET and CT channels; --no-use-ct for PET alone."),
-                      seed: int = typer.Option(0, help="Seed of weights, batches and augmentation."),
+                      seed: int = typer.Option(AutoencoderTraining.seed, help="Seed of weights, batches and augmentation."),
                       threads: int = _THREADS,
-                      device: str = typer.Option("auto", help="auto | cpu | cuda.")) -> None:
+                      device: str = typer.Option(AutoencoderTraining.device, help="auto | cpu | cuda.")) -> None:
     """Self-supervised 3D autoencoder on the lesion-centred patches of a cohort (for `embed`)."""
+    from biomarkers.deep.crops import PatchSpec
     from biomarkers.features.embed_run import train_autoencoder_from_sheet
 
     _torch_threads(threads)
-
-    info = train_autoencoder_from_sheet(subjects, cohort, masks, out, latent, epochs, seed, use_ct=use_ct,
-                                        device=device)
+    patch = PatchSpec(channels=("pet", "ct", "mask") if use_ct else ("pet", "mask"))
+    info = train_autoencoder_from_sheet(subjects, cohort, masks, out, patch,
+                                        AutoencoderTraining(latent, epochs, seed=seed, device=device))
     loss = info["history"]["train_loss"]
     typer.echo(f"autoencoder trained on {info['n_patches']} lesion patches of {len(info['subjects'])} subjects; "
                f"reconstruction loss {loss[0]:.4f} -> {loss[-1]:.4f}; {out}")

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from biomarkers.deep.crops import IMAGE_CHANNELS, PatchSpec
-from biomarkers.deep.defaults import EPOCHS, LATENT
+from biomarkers.deep.defaults import AutoencoderTraining
 from biomarkers.deep.normalise import normalisation_record
 from biomarkers.errors import InputError, ModelBundleError
 from biomarkers.io.atomic import atomic_path
@@ -132,8 +132,7 @@ def flip_batch(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
 
 
 
-def train_autoencoder(patches: np.ndarray, latent: int = LATENT, epochs: int = EPOCHS, batch_size: int = 16,
-                      lr: float = 1e-3, seed: int = 0, device: str = "auto", width: int = 8,
+def train_autoencoder(patches: np.ndarray, settings: AutoencoderTraining = AutoencoderTraining(),
                       channels: Sequence[str] = ("pet", "ct", "mask")) -> tuple[ConvAutoencoder3D, dict]:
     """Train a :class:`ConvAutoencoder3D` on lesion patches (Adam, MSE on the image channels).
 
@@ -141,17 +140,8 @@ def train_autoencoder(patches: np.ndarray, latent: int = LATENT, epochs: int = E
     ----------
     patches : ndarray (N, C, D, H, W)
         Patches from :func:`biomarkers.deep.crops.lesion_patches` (training cohort only).
-    latent : int
-        Features per lesion.
-    epochs, batch_size, lr : int, int, float
-        Passes over the patches, patches per step (the remainder is spread over the batches),
-        Adam learning rate.
-    seed : int
-        Seeds initialisation, batch order and flips.
-    device : {"auto", "cpu", "cuda"}
-        ``"auto"`` trains on CUDA when available.
-    width : int
-        Channels of the first convolution.
+    settings : AutoencoderTraining
+        Bottleneck length, epochs, batch size, learning rate, seed, width and device.
     channels : sequence of str
         Names of the ``C`` patch channels; those in ``("pet", "ct")`` are reconstructed.
 
@@ -173,15 +163,14 @@ def train_autoencoder(patches: np.ndarray, latent: int = LATENT, epochs: int = E
     n_image = sum(c in IMAGE_CHANNELS for c in channels)
     if channels[:n_image] != [c for c in channels if c in IMAGE_CHANNELS]:
         raise ValueError(f"image channels must come first, got {channels}")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-    dev = resolve_device(device)
+    seed, epochs, batch_size = settings.seed, settings.epochs, settings.batch_size
+    dev = resolve_device(settings.device)
     with seeded_deterministic(seed, dev):
-        model = ConvAutoencoder3D(x_np.shape[1], n_image, latent, width, x_np.shape[2:]).to(dev)
+        model = ConvAutoencoder3D(x_np.shape[1], n_image, settings.latent, settings.width, x_np.shape[2:]).to(dev)
         x = torch.from_numpy(x_np).to(dev)
         order_gen = torch.Generator().manual_seed(int(seed))
         flip_gen = torch.Generator().manual_seed(int(seed) + 1)
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+        optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
         history: dict = {"train_loss": []}
         model.train()
         for _ in range(int(epochs)):
@@ -198,10 +187,11 @@ def train_autoencoder(patches: np.ndarray, latent: int = LATENT, epochs: int = E
     return model.eval(), history
 
 
-def training_record(epochs: int, batch_size: int, lr: float, seed: int, device: str, n_patches: int) -> dict:
+def training_record(settings: AutoencoderTraining, n_patches: int) -> dict:
     """How a checkpoint was trained (plain values), for :func:`save_autoencoder`."""
-    dev = resolve_device(device).type
-    return {"epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
+    dev = resolve_device(settings.device).type
+    return {"epochs": int(settings.epochs), "batch_size": int(settings.batch_size), "lr": float(settings.lr),
+            "seed": int(settings.seed),
             "device": dev, "cpu_threads": torch.get_num_threads() if dev == "cpu" else None,
             "n_patches": int(n_patches), "optimiser": "Adam",
             "loss": "MSE on the image channels", "augmentation": AUGMENTATION, "torch": str(torch.__version__)}

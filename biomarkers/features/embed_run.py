@@ -14,7 +14,7 @@ from typing import Sequence
 import pandas as pd
 
 from biomarkers.deep.autoencoder import save_autoencoder, train_autoencoder, training_record
-from biomarkers.deep.defaults import EPOCHS, LATENT
+from biomarkers.deep.defaults import AutoencoderTraining
 from biomarkers.deep.crops import PatchSpec
 from biomarkers.features.embed import embed_lesions
 from biomarkers.deep.lesion_bags import bags_from_sheet
@@ -23,17 +23,14 @@ from biomarkers.io.atomic import write_parquet
 
 
 def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: str | Path, out: str | Path,
-                                 latent: int = LATENT, epochs: int = EPOCHS, seed: int = 0, batch_size: int = 16,
-                                 lr: float = 1e-3, width: int = 8,
-                                 size_mm: Sequence[float] = (64.0, 64.0, 64.0),
-                                 shape: Sequence[int] = (32, 32, 32), use_ct: bool = True,
-                                 mask_channel: bool = True, device: str = "auto") -> dict:
+                                 patch: PatchSpec = PatchSpec(),
+                                 settings: AutoencoderTraining = AutoencoderTraining()) -> dict:
     """Train the patch autoencoder on every lesion of one cohort and write its checkpoint.
 
     Parameters
     ----------
     subjects_path : str or Path
-        Subjects sheet (``subject_id``, ``cohort``, ``pet``, and ``ct`` when ``use_ct``).
+        Subjects sheet (``subject_id``, ``cohort``, ``pet``, and ``ct`` when the patch has it).
     cohort : str
         The training cohort; no other subject's image is read.
     masks : str or Path
@@ -41,12 +38,10 @@ def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: 
         ``"seg/{subject_id}.nii.gz"``.
     out : str or Path
         Checkpoint to write (see :func:`biomarkers.deep.autoencoder.save_autoencoder`).
-    latent, epochs, seed, batch_size, lr, width :
-        Passed to :func:`biomarkers.deep.autoencoder.train_autoencoder`.
-    size_mm, shape, use_ct, mask_channel :
-        The patch (:func:`biomarkers.deep.crops.lesion_patches`).
-    device : {"auto", "cpu", "cuda"}
-        ``"auto"`` trains on CUDA when available.
+    patch : PatchSpec
+        The patch: size, voxels and channels (:func:`biomarkers.deep.crops.lesion_patches`).
+    settings : AutoencoderTraining
+        How the autoencoder trains (:func:`biomarkers.deep.autoencoder.train_autoencoder`).
 
     Returns
     -------
@@ -60,8 +55,7 @@ def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: 
     InputError
         A subject's PET, CT or mask file is missing, or an image is on another grid.
     """
-    channels = ("pet",) + (("ct",) if use_ct else ()) + (("mask",) if mask_channel else ())
-    spec = PatchSpec(tuple(size_mm), tuple(shape), channels)
+    spec = patch
     bags = bags_from_sheet(subjects_path, cohort, masks, spec, progress=False)
     with_lesions = set(bags.subject_id)
     used = [sid for sid in bags.subjects if sid in with_lesions]
@@ -69,8 +63,8 @@ def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: 
     if not used:
         raise InputError(f"no lesion in any mask of cohort {cohort!r}; nothing to train on", path=masks)
     x = bags.patches
-    model, history = train_autoencoder(x, latent, epochs, batch_size, lr, seed, device, width, channels)
-    training = training_record(epochs, batch_size, lr, seed, device, len(x))
+    model, history = train_autoencoder(x, settings, spec.channels)
+    training = training_record(settings, len(x))
     training.update(cohort=cohort, subjects_without_lesions=empty)
     save_autoencoder(model, out, spec, history, training, used)
     return {"subjects": used, "subjects_without_lesions": empty, "n_patches": int(len(x)), "history": history}

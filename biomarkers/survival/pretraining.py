@@ -40,9 +40,10 @@ def pretrain_encoder(patches: np.ndarray, channels: Sequence[str], latent: int, 
                      seed: int) -> tuple[dict, list[float]]:
     """Encoder weights of an autoencoder trained on ``patches`` (no outcome), and its loss per epoch."""
     from biomarkers.deep.autoencoder import train_autoencoder
+    from biomarkers.deep.defaults import AutoencoderTraining
 
-    model, history = train_autoencoder(patches, latent=latent, epochs=epochs, seed=seed, device="cpu", width=width,
-                                       channels=channels)
+    settings = AutoencoderTraining(latent=latent, epochs=epochs, seed=seed, width=width, device="cpu")
+    model, history = train_autoencoder(patches, settings, channels)
     return {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()}, history["train_loss"]
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from biomarkers.deep.autoencoder import load_autoencoder, load_encoder, save_autoencoder, train_autoencoder
 from biomarkers.deep.crops import PatchSpec, lesion_patches
+from biomarkers.deep.defaults import AutoencoderTraining
 from biomarkers.features.embed import checkpoint_kind, embed_lesions, load_patch_encoder
 from biomarkers.features.embed_run import embed_to_parquet, train_autoencoder_from_sheet
 from biomarkers.deep.normalise import ct_channel, pet_channel
@@ -75,13 +76,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-TRAINING = {"latent": 8, "epochs": 20, "batch_size": 8, "lr": 3e-3, "seed": 3, "device": "cpu", "width": 4}
+TRAINING = AutoencoderTraining(latent=8, epochs=20, batch_size=8, lr=3e-3, seed=3, device="cpu", width=4)
 
 
 @pytest.fixture(scope="module")
 def autoencoder(tmp_path_factory):
     """A tiny trained autoencoder, its history and checkpoint path."""
-    model, history = train_autoencoder(training_patches(), **TRAINING)
+    model, history = train_autoencoder(training_patches(), TRAINING)
     path = tmp_path_factory.mktemp("ae") / "ae.pt"
     save_autoencoder(model, path, PatchSpec(**SMALL), history, {"seed": 3}, ["s1", "s2"])
     return model, history, path
@@ -144,7 +145,7 @@ def test_autoencoder_loss_falls_and_training_is_reproducible(autoencoder):
     model, history, path = autoencoder
     loss = history["train_loss"]
     assert len(loss) == 20 and loss[-1] < 0.1 * loss[0] and loss[-1] < 0.003, loss
-    again, history2 = train_autoencoder(training_patches(), **TRAINING)
+    again, history2 = train_autoencoder(training_patches(), TRAINING)
     assert history2 == history
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     copy = path.with_name("again.pt")
@@ -284,23 +285,30 @@ def test_train_from_sheet_reads_only_the_training_cohort(tmp_path):
                      "time": 10.0, "event": 1})
     pd.DataFrame(rows).to_csv(tmp_path / "subjects.tsv", sep="\t", index=False)
     out = tmp_path / "ae.pt"
-    summary = train_autoencoder_from_sheet(tmp_path / "subjects.tsv", "train", tmp_path / "seg", out, latent=4,
-                                           epochs=2, seed=1, batch_size=2, width=2, device="cpu", **SMALL)
+    summary = train_autoencoder_from_sheet(tmp_path / "subjects.tsv", "train", tmp_path / "seg", out, PatchSpec(**SMALL),
+                                           AutoencoderTraining(latent=4, epochs=2, seed=1, batch_size=2, width=2,
+                                                               device="cpu"))
     assert summary["subjects"] == ["s0", "s1"] and summary["n_patches"] == 4
     info = load_encoder(out)[1]
     assert info["subjects"] == ["s0", "s1"] and info["training"]["cohort"] == "train"
     assert info["training"]["n_patches"] == 4 and len(info["history"]["train_loss"]) == 2
     with pytest.raises(InputError, match=r"subject s2, file .*s2_lesions.nii.gz: lesion mask does not exist"):
-        train_autoencoder_from_sheet(tmp_path / "subjects.tsv", "validation", tmp_path / "seg", out, epochs=1)
+        train_autoencoder_from_sheet(tmp_path / "subjects.tsv", "validation", tmp_path / "seg", out,
+                                     settings=AutoencoderTraining(epochs=1))
 
 
 def test_the_autoencoder_defaults_have_one_source():
     import yaml
 
+    from biomarkers.cli.features import train_autoencoder as train_verb
     from biomarkers.deep import autoencoder, defaults
 
     schema = yaml.safe_load((Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
     block = schema["properties"]["deep_features"]["properties"]
     assert (block["latent"]["default"], block["epochs"]["default"]) == (defaults.LATENT, defaults.EPOCHS)
-    signature = inspect.signature(autoencoder.train_autoencoder).parameters
-    assert (signature["latent"].default, signature["epochs"].default) == (defaults.LATENT, defaults.EPOCHS)
+    settings = inspect.signature(autoencoder.train_autoencoder).parameters["settings"].default
+    assert (settings.latent, settings.epochs) == (defaults.LATENT, defaults.EPOCHS)
+    verb = inspect.signature(train_verb).parameters
+    assert (verb["latent"].default.default, verb["epochs"].default.default) == (defaults.LATENT, defaults.EPOCHS)
+    with pytest.raises(ValueError, match="need epochs >= 1, batch_size >= 1, lr > 0; got 0, 16, 0.001"):
+        defaults.AutoencoderTraining(epochs=0)
