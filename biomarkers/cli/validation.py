@@ -26,10 +26,10 @@ def evaluate(scores: Path = typer.Option(..., help="scores.parquet with time and
              label: str = typer.Option("", help="Cohort label for plot titles."),
              model_name: str = typer.Option("", help="Model name for the table's model column and plot titles.")) -> None:
     """Validation statistics with bootstrap confidence intervals."""
-    from biomarkers.validation.evaluate import evaluate_to_files
+    from biomarkers.validation.evaluate import EvaluationOutputs, evaluate_to_files
 
-    evaluate_to_files(scores, out, truth, bootstrap, seed, table, km_plot, cindex_plot, label, horizon_days=horizon,
-                      calibration_plot=calibration_plot, uncertainty_plot=uncertainty_plot, model_name=model_name)
+    outputs = EvaluationOutputs(table, km_plot, cindex_plot, calibration_plot, uncertainty_plot, label, model_name)
+    evaluate_to_files(scores, out, truth, outputs, n_boot=bootstrap, seed=seed, horizon_days=horizon)
 
 
 @app.command()

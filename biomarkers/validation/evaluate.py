@@ -1,6 +1,7 @@
 """``biomarkers evaluate``: statistics to JSON/TSV and the report figures."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -127,21 +128,37 @@ def check_scored_outcomes(scores: pd.DataFrame, path: str | Path) -> None:
                          "for a C-index or a hazard ratio", path=path)
 
 
-def evaluate_to_files(scores_path: str | Path, out: str | Path, truth_path: str | Path | None = None,
-                      n_boot: int = 1000, seed: int = 0, table: str | Path | None = None,
-                      km_plot: str | Path | None = None, cindex_plot: str | Path | None = None,
-                      label: str = "", *, horizon_days: float | None = None,
-                      calibration_plot: str | Path | None = None, uncertainty_plot: str | Path | None = None,
-                      calibration_groups: int = 10, model_name: str = "") -> dict:
-    """Evaluate a scores file and write the metrics and optional figures.
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    """What :func:`evaluate_to_files` writes besides the metrics JSON; None is not written.
 
-    ``horizon_days`` and ``calibration_groups`` are passed to
-    :func:`~biomarkers.validation.metrics.evaluate_scores`. ``calibration_plot`` is drawn
-    when the scores have ``surv_<T>`` columns, ``uncertainty_plot`` when ``risk_sd > 0``
-    somewhere; otherwise they are not written. ``model_name`` adds a ``model`` column to the TSV
-    and a ``model`` key to the metrics. The TSV gets one row per estimate
-    (:func:`metrics_rows`) plus the log-rank and hazard-ratio rows.
+    ``table``: the estimates as TSV (:func:`metrics_rows` plus the log-rank and hazard-ratio rows);
+    ``km_plot``: Kaplan-Meier curves by risk group; ``cindex_plot``: the C-indices with their
+    intervals; ``calibration_plot``: calibration at the horizon (drawn when the scores have
+    ``surv_<T>`` columns); ``uncertainty_plot``: the MC-dropout checks (when ``risk_sd > 0``
+    somewhere). ``label`` (the cohort) and ``model_name`` title them; ``model_name`` also adds a
+    ``model`` column to the TSV and a ``model`` key to the metrics.
     """
+
+    table: str | Path | None = None
+    km_plot: str | Path | None = None
+    cindex_plot: str | Path | None = None
+    calibration_plot: str | Path | None = None
+    uncertainty_plot: str | Path | None = None
+    label: str = ""
+    model_name: str = ""
+
+
+def evaluate_to_files(scores_path: str | Path, out: str | Path, truth_path: str | Path | None = None,
+                      outputs: EvaluationOutputs = EvaluationOutputs(), *, n_boot: int = 1000, seed: int = 0,
+                      horizon_days: float | None = None, calibration_groups: int = 10) -> dict:
+    """Evaluate a scores file and write the metrics and the ``outputs``.
+
+    ``n_boot``, ``seed``, ``horizon_days`` and ``calibration_groups`` are passed to
+    :func:`~biomarkers.validation.metrics.evaluate_scores`; ``truth_path`` is the simulator's
+    ``truth.tsv`` (the oracle C-index).
+    """
+    label, model_name, table = outputs.label, outputs.model_name, outputs.table
     scores_path = Path(scores_path)
     if not scores_path.is_file():
         raise InputError("scores file does not exist", path=scores_path)
@@ -180,13 +197,13 @@ def evaluate_to_files(scores_path: str | Path, out: str | Path, truth_path: str 
 
     title = ", ".join(filter(None, [model_name, label]))
 
-    if km_plot is not None:
-        plots.km_plot(scores, metrics, km_plot, f"Risk groups, {title}".rstrip(", "))
-    if cindex_plot is not None:
+    if outputs.km_plot is not None:
+        plots.km_plot(scores, metrics, outputs.km_plot, f"Risk groups, {title}".rstrip(", "))
+    if outputs.cindex_plot is not None:
         crows = rows[rows["metric"].isin(list(_C_LABELS.values()))]
-        plots.cindex_plot(crows.rename(columns={"metric": "label"}), cindex_plot,
+        plots.cindex_plot(crows.rename(columns={"metric": "label"}), outputs.cindex_plot,
                           f"Discrimination, {title} (n={metrics['n_subjects']}, {metrics['n_events']} events)")
-    _validation_figures(scores, metrics, calibration_plot, uncertainty_plot, title)
+    _validation_figures(scores, metrics, outputs.calibration_plot, outputs.uncertainty_plot, title)
     write_json(metrics, out)
     return metrics
 

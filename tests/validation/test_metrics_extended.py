@@ -18,7 +18,7 @@ from sksurv.preprocessing import OneHotEncoder
 from biomarkers.errors import FeatureTableError
 from biomarkers.validation.calibration import calibration_errors, calibration_table
 from biomarkers.validation.compare import compare_models
-from biomarkers.validation.evaluate import evaluate_to_files, metrics_rows
+from biomarkers.validation.evaluate import EvaluationOutputs, evaluate_to_files, metrics_rows
 from biomarkers.stats import estimate
 from biomarkers.validation.metrics import evaluate_scores, harrell_c
 from biomarkers.validation.timedep import brier_scores, integrated_brier, survival_columns, timedep_metrics
@@ -324,8 +324,9 @@ def test_evaluate_to_files_writes_rows_and_figures(gbsg2, tmp_path):
     path = tmp_path / "scores.parquet"
     scores.to_parquet(path)
     out = tmp_path / "m.json"
-    evaluate_to_files(path, out, n_boot=10, table=tmp_path / "m.tsv", cindex_plot=tmp_path / "c.png",
-                      label="test", calibration_plot=tmp_path / "cal.png", uncertainty_plot=tmp_path / "unc.png")
+    outputs = EvaluationOutputs(table=tmp_path / "m.tsv", cindex_plot=tmp_path / "c.png", label="test",
+                                calibration_plot=tmp_path / "cal.png", uncertainty_plot=tmp_path / "unc.png")
+    evaluate_to_files(path, out, outputs=outputs, n_boot=10)
     metrics = json.loads(out.read_text())
     assert metrics["calibration"]["ici"]["estimate"] > 0
     tsv = pd.read_csv(tmp_path / "m.tsv", sep="\t")
