@@ -148,12 +148,13 @@ def pretraining(features: Path = typer.Option(..., help="Training feature table.
                 label: str = typer.Option("", help="Label for the figure title."),
                 threads: int = cli_args.THREADS) -> None:
     """End-to-end CNN from scratch vs with a self-supervised pretrained encoder (fine-tuned, frozen)."""
+    from biomarkers.survival.pretraining import PretrainingSettings
     from biomarkers.validation.pretraining import pretraining_to_files
 
     cli_args.torch_threads(threads)
     spec_ = cli_args.model_spec(spec, None if spec else "cnn_survival", set_, include, "")
+    settings = PretrainingSettings(tuple(int(s) for s in split_list(seeds)), pretrain_epochs, bootstrap, seed)
     result = pretraining_to_files(features, patches, validation_features, validation_patches, pretrain_patches,
-                                  spec_, [int(s) for s in split_list(seeds)],
-                                  pretrain_epochs, out, plot, bootstrap, seed, training_cohort, label)
+                                  spec_, settings, out, plot, training_cohort, label)
     for name, entry in result["variants"].items():
         typer.echo(f"{name}: validation C {entry['harrell_c_mean']:.3f} (seed SD {entry['harrell_c_seed_sd']:.3f})")

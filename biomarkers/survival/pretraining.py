@@ -21,7 +21,7 @@ noise and patient sampling both enter the comparison.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -47,16 +47,33 @@ def pretrain_encoder(patches: np.ndarray, channels: Sequence[str], latent: int, 
     return {k: v.detach().cpu().clone() for k, v in model.encoder.state_dict().items()}, history["train_loss"]
 
 
+@dataclass(frozen=True)
+class PretrainingSettings:
+    """The comparison's ``seeds`` (each fits every variant once), the autoencoder's ``epochs``,
+    and the paired bootstrap's resamples ``n_boot`` and seed ``boot_seed``."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 20
+    n_boot: int = 1000
+    boot_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds or self.epochs < 1:
+            raise ValueError(f"need at least one seed and one epoch, got seeds {self.seeds}, epochs {self.epochs}")
+
+
 def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFrame, validation_bags,
-                        pretrain_patches: np.ndarray, spec: "ModelSpec", seeds: Sequence[int],
-                        pretrain_epochs: int = 20, n_boot: int = 1000, boot_seed: int = 0,
-                        progress: bool = False) -> dict:
-    """Validation C of the three variants over ``seeds``, with paired bootstrap differences to scratch.
+                        pretrain_patches: np.ndarray, spec: "ModelSpec",
+                        settings: PretrainingSettings = PretrainingSettings(), progress: bool = False) -> dict:
+    """Validation C of the three variants over the settings' seeds, with paired bootstrap differences
+    to scratch.
 
     ``train_bags``/``validation_bags``: :class:`~biomarkers.deep.lesion_bags.LesionBags` of the two cohorts;
     ``pretrain_patches``: every patch the encoder may learn from (N, C, D, H, W); ``spec``: the
-    end-to-end model (``cnn_survival``) as it is fitted, its seed replaced by each of ``seeds``.
+    end-to-end model (``cnn_survival``) as it is fitted, its seed replaced by each seed.
     """
+    seeds, pretrain_epochs, n_boot, boot_seed = settings.seeds, settings.epochs, settings.n_boot, settings.boot_seed
     from biomarkers.survival.cnn import CnnTraining, fit_lesion_bag_cox, risk_samples
     from biomarkers.survival.bundle import fit_bundle
 
