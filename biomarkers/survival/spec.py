@@ -36,8 +36,9 @@ SCHEMA: dict = {
     "additionalProperties": False,
 }
 
-#: Keys of a workflow ``models:`` entry that are not hyperparameters.
-ENTRY_KEYS = ("kind", "features", "add_features", "log_features")
+#: Keys of a workflow ``models:`` entry that are not hyperparameters (``segmentation`` says which
+#: lesions the entry's feature table comes from: the workflow's concern, not the model's).
+ENTRY_KEYS = ("kind", "features", "add_features", "log_features", "segmentation")
 
 
 @dataclass(frozen=True)

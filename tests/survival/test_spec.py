@@ -54,6 +54,8 @@ def test_config_entries_as_the_workflow_reads_them():
     assert clinical.kind == "coxph" and clinical.features == ("age", "ecog") and clinical.log_features == ()
     combined = ModelSpec.from_entry("combined", {"kind": "coxph", "add_features": ["largest_deep_*"]}, default, logs)
     assert combined.features == (*default, "largest_deep_*") and combined.log_features == ("mtv",)
+    unet = ModelSpec.from_entry("coxph_unet", {"kind": "coxph", "segmentation": "unet"}, default, logs)
+    assert unet == ModelSpec("coxph", default, logs)  # which lesions: the workflow's concern
     own = ModelSpec.from_entry("deepsurv", {"log_features": [], "dropout": 0.0}, [], logs)
     assert own.features is None and own.log_features == () and not own.stochastic
     with pytest.raises(ValueError, match="model deep: model coxph has no hyperparameter 'dropout'"):

@@ -80,12 +80,7 @@ def model_segmentation(name):
 # cast, features, log features): a bad entry stops the workflow here, before any rule runs.
 try:
     SPECS = {
-        name: ModelSpec.from_entry(
-            name,
-            {k: v for k, v in entry.items() if k != "segmentation"},
-            config["model"]["features"],
-            config["model"]["log_features"],
-        )
+        name: ModelSpec.from_entry(name, entry, config["model"]["features"], config["model"]["log_features"])
         for name, entry in config["models"].items()
     }
 except ValueError as exc:
