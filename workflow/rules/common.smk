@@ -1,4 +1,6 @@
-
+# The config validated, the constants it decides, each `models:` entry as a ModelSpec, the subjects
+# sheet and the input functions (which files a rule reads or writes); the settings as the verbs'
+# flags are in params.smk.
 import os
 from types import SimpleNamespace
 
