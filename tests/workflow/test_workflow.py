@@ -309,3 +309,25 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path):
     assert proc.returncode != 0
     assert ("subjects.csv: segmentation.exclude_organs needs organ masks (column organs) or a U-Net's predicted "
             "organs") in proc.stdout + proc.stderr and "or set segmentation: {exclude_organs: false}" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_rules_reading_images_through_the_sheet_declare_them(tiny_run):
+    # Editing a training subject's CT reruns every rule that opens it through the sheet, for that
+    # file itself (not only through another job's updated output).
+    sheet = pd.read_csv(tiny_run / "cohort" / "subjects.tsv", sep="\t")
+    ct = tiny_run / "cohort" / sheet.loc[sheet["cohort"] == "train", "ct"].iloc[0]
+    before = ct.stat()
+    targets = [str(tiny_run / "models" / "autoencoder.pt"), str(tiny_run / "patches" / "train.npz"),
+               str(tiny_run / "models" / "unet.pt")]
+    try:
+        os.utime(ct, ns=(before.st_atime_ns, before.st_mtime_ns + 3_600 * 10**9))
+        dry = snakemake("--cores", "1", "--configfile", "cohorts/tiny/config.yaml", "--config", f"results={tiny_run}",
+                        "--dry-run", *targets)
+    finally:
+        os.utime(ct, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    jobs = (dry.stdout + dry.stderr).split("\nrule ")[1:]
+    reasons = {job.split(":")[0]: job for job in jobs}
+    for rule in ("train_autoencoder", "lesion_patches", "train_unet"):
+        assert f"Updated input files: {ct}" in reasons[rule], rule

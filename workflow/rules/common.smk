@@ -377,18 +377,20 @@ def mask_image(subject):
     return f"{RESULTS}/masks/{subject}.nii.gz" if MASK_DICOM else subjects().loc[subject, "mask"]
 
 
-def cohort_images(cohort):
-    """Every image of the cohort's subjects that a rule reading them through the sheet opens (PET,
-    CT, reference and organ masks), declared so that editing one reruns the rule."""
+def cohort_images(cohort, kinds=("pet", "ct", "mask", "organs")):
+    """The images of the cohort's subjects that a rule reading them through the sheet opens (of
+    `kinds`: PET, CT, reference and organ masks, where the sheet has them), declared so that
+    editing one reruns the rule."""
     sheet = subjects()
     files = []
     for subject in cohort_ids(cohort):
-        files.append(pet_image(SimpleNamespace(subject=subject)))
-        if CT_DICOM or "ct" in sheet.columns:
+        if "pet" in kinds:
+            files.append(pet_image(SimpleNamespace(subject=subject)))
+        if "ct" in kinds and (CT_DICOM or "ct" in sheet.columns):
             files.append(ct_image(subject))
-        if "mask" in sheet.columns:
+        if "mask" in kinds and "mask" in sheet.columns:
             files.append(mask_image(subject))
-        if "organs" in sheet.columns:
+        if "organs" in kinds and "organs" in sheet.columns:
             files.append(sheet.loc[subject, "organs"])
     return [f for f in files if isinstance(f, str) and f]
 
@@ -401,6 +403,18 @@ def training_images(wildcards):
 def wildcard_cohort_images(wildcards):
     """The wildcard cohort's images (`segment-quality` reads them through the sheet)."""
     return cohort_images(wildcards.cohort)
+
+
+def autoencoder_images(wildcards):
+    """The training cohort's PET, and CT when the autoencoder uses it (`train-autoencoder` reads
+    them through the sheet)."""
+    return cohort_images(TRAIN, ("pet", "ct") if DEEP["use_ct"] else ("pet",))
+
+
+def patch_images(wildcards):
+    """The wildcard cohort's PET, and CT when the patches have it (`lesion-patches` reads them
+    through the sheet)."""
+    return cohort_images(wildcards.cohort, ("pet", "ct") if PATCHES["use_ct"] else ("pet",))
 
 
 def image_sheet_input(wildcards):

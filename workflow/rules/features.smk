@@ -33,6 +33,7 @@ for stage, masks, tables in [("features", "segmentation", "lesions"), ("features
 
 rule train_autoencoder:
     input:
+        autoencoder_images,
         sheet=image_sheet_input,
         masks=training_lesion_masks,
     output:

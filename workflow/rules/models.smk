@@ -4,6 +4,7 @@
 
 rule lesion_patches:
     input:
+        patch_images,
         masks=cohort_lesion_masks,
         sheet=image_sheet_input,
     output:
