@@ -13,6 +13,7 @@ from biomarkers.cli.args import key_values as _key_values
 from biomarkers.cli.args import pipeline_options
 from biomarkers.cli.args import split_list as _split
 from biomarkers.errors import FeatureTableError
+from biomarkers.survival.abstention import ABSTAIN_QUANTILE
 
 _HARMONIZE, _NOT_HARMONIZED = cli_args.HARMONIZE, cli_args.NOT_HARMONIZED
 _CORR_THRESHOLD, _FDR_Q, _MAX_FEATURES = cli_args.CORR_THRESHOLD, cli_args.FDR_Q, cli_args.MAX_FEATURES
@@ -33,7 +34,7 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         spec: Optional[str] = cli_args.SPEC,
         horizons: str = typer.Option("", help="Comma-separated times (days) at which survival is scored "
                                                "(default: quartiles of the training event times)."),
-        abstain_quantile: float = typer.Option(0.9, help="Abstain where the uncertainty exceeds this quantile of "
+        abstain_quantile: float = typer.Option(ABSTAIN_QUANTILE, help="Abstain where the uncertainty exceeds this quantile of "
                                                          "its training values (MC-dropout models)."),
         abstain_on: str = typer.Option("risk_flip", help="Uncertainty of the abstention: risk_flip (share of "
                                                          "MC samples in the other risk group), risk_sd or distance."),

@@ -15,9 +15,11 @@ import typer
 
 from biomarkers.cli import args as cli_args
 from biomarkers.cli.args import key_values, split_list
+from biomarkers.survival.abstention import UncertaintySettings
 
 
 _TRAINING_COHORT = typer.Option("train", help="Cohort the training table must be of.")
+_U = UncertaintySettings()
 
 
 def uncertainty_choice(features: Path = typer.Option(..., help="Training feature table."),
@@ -29,13 +31,13 @@ def uncertainty_choice(features: Path = typer.Option(..., help="Training feature
                        harmonize: bool = cli_args.HARMONIZE, not_harmonized: str = cli_args.NOT_HARMONIZED,
                        corr_threshold: Optional[float] = cli_args.CORR_THRESHOLD, fdr_q: Optional[float] = cli_args.FDR_Q,
                        max_features: Optional[int] = cli_args.MAX_FEATURES,
-                       members: int = typer.Option(5, help="Ensemble members (the model and members - 1 more)."),
-                       folds: int = typer.Option(5, help="Cross-validation folds of the training cohort."),
-                       alpha: float = typer.Option(0.1, help="Conformal miscoverage: the bound covers 1 - alpha."),
-                       c0_days: float = typer.Option(1095.0, help="Conformal cut-off (days): the bound never exceeds it."),
-                       abstain_quantile: float = typer.Option(0.9, help="Flag above this quantile of each method's "
+                       members: int = typer.Option(_U.members, help="Ensemble members (the model and members - 1 more)."),
+                       folds: int = typer.Option(_U.folds, help="Cross-validation folds of the training cohort."),
+                       alpha: float = typer.Option(_U.alpha, help="Conformal miscoverage: the bound covers 1 - alpha."),
+                       c0_days: float = typer.Option(_U.c0_days, help="Conformal cut-off (days): the bound never exceeds it."),
+                       abstain_quantile: float = typer.Option(_U.abstain_quantile, help="Flag above this quantile of each method's "
                                                                         "training values."),
-                       seed: int = typer.Option(0, help="Seed of the folds and bootstrap members."),
+                       seed: int = typer.Option(_U.seed, help="Seed of the folds and bootstrap members."),
                        training_cohort: str = _TRAINING_COHORT, threads: int = cli_args.THREADS,
                        out: Path = typer.Option(..., help="Out-of-fold training scores (parquet) to write."),
                        choice: Path = typer.Option(..., help="JSON to write: methods, training areas, the chosen "
@@ -44,7 +46,7 @@ def uncertainty_choice(features: Path = typer.Option(..., help="Training feature
     """Each uncertainty method on cross-validation of the training cohort; the conformal calibration
     and the abstention method chosen there."""
     from biomarkers.survival.bundle import read_feature_table
-    from biomarkers.survival.uncertainty_methods import UncertaintySettings, uncertainty_choice_to_files
+    from biomarkers.survival.uncertainty_methods import uncertainty_choice_to_files
 
     cli_args.torch_threads(threads)
     spec_ = cli_args.model_spec(spec, model, set_, include, log_features)

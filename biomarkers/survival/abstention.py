@@ -3,7 +3,9 @@
 The measure is ``risk_flip`` (default), ``risk_sd`` or ``distance`` as asked, or the method an
 uncertainty choice (:func:`~biomarkers.survival.uncertainty_methods.uncertainty_choice`) found best
 in cross-validation of the training cohort, with its conformal calibration
-(:mod:`biomarkers.survival.bundle` explains why ``risk_flip`` without a choice).
+(:mod:`biomarkers.survival.bundle` explains why ``risk_flip`` without a choice). The settings of
+that comparison of uncertainty methods are here too (:class:`UncertaintySettings`), free of the
+models, so that the command line shows their defaults without loading them.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any, Mapping
 
 from biomarkers.errors import FeatureTableError
 
+#: Quantile of the training cohort's uncertainty above which a score is flagged (default).
+ABSTAIN_QUANTILE = 0.9
 #: Uncertainty measures the abstention can use.
 ABSTAIN_MEASURES = ("risk_flip", "risk_sd", "distance", "conformal")
 #: Uncertainty methods (:data:`~biomarkers.survival.uncertainty_methods.METHODS`) a bundle applies
@@ -33,7 +37,7 @@ class Abstention:
     every score a lower bound on the survival time.
     """
 
-    quantile: float = 0.9
+    quantile: float = ABSTAIN_QUANTILE
     on: str = "risk_flip"
     choice: Mapping[str, Any] | None = None
 
@@ -70,3 +74,20 @@ class Abstention:
         return {"measure": CHOICE_MEASURES[chosen], "chosen_by": choice.get("rule", ""),
                 "conformal": {k: float(choice["conformal"][k]) for k in keys},
                 "why": f" ({chosen}: the largest selective-prediction area in cross-validation of the training cohort)"}
+
+
+@dataclass(frozen=True)
+class UncertaintySettings:
+    """How the uncertainty methods are compared (:mod:`biomarkers.survival.uncertainty_methods`):
+    ensemble ``members``, cross-validation ``folds`` of the training cohort, the conformal bound's
+    miscoverage ``alpha`` and cut-off ``c0_days``, the flags' training quantile
+    ``abstain_quantile`` (:class:`Abstention`'s) and the ``seed`` of folds and bootstrap members.
+    The defaults are the verbs' and the workflow's (``tests/survival/test_uncertainty_methods.py``
+    checks the schema)."""
+
+    members: int = 5
+    folds: int = 5
+    alpha: float = 0.1
+    c0_days: float = 1095.0
+    abstain_quantile: float = ABSTAIN_QUANTILE
+    seed: int = 0

@@ -32,7 +32,7 @@ on fewer patients, spread their MC-dropout samples differently).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from biomarkers.errors import FeatureTableError
 from biomarkers.survival import conformal, measures
-from biomarkers.survival.abstention import CHOICE_MEASURES
+from biomarkers.survival.abstention import CHOICE_MEASURES, UncertaintySettings
 from biomarkers.survival.bundle import ModelBundle, fit_bundle
 from biomarkers.survival.spec import ModelSpec
 from biomarkers.stats import selective_area, selective_curve
@@ -50,18 +50,6 @@ from biomarkers.stats import selective_area, selective_curve
 #: Method name -> score column (higher = less trustworthy).
 METHODS: dict[str, str] = {"mc_dropout": "u_mc_dropout", "ensemble": "u_ensemble", "distance": "u_distance",
                            "conformal": "u_conformal"}
-
-
-@dataclass(frozen=True)
-class UncertaintySettings:
-    """How the uncertainty scores are made (defaults: the workflow's)."""
-
-    members: int = 5
-    folds: int = 5
-    alpha: float = 0.1
-    c0_days: float = 1095.0
-    abstain_quantile: float = 0.9
-    seed: int = 0
 
 
 def _fit(spec: ModelSpec, table: pd.DataFrame, seed_offset: int = 0) -> ModelBundle:

@@ -124,3 +124,29 @@ def test_a_network_gets_mc_dropout_and_a_seed_ensemble(gbsg2):
                                         UncertaintySettings(members=2, folds=2, c0_days=1500))
     assert set(choice["methods"]) == {"mc_dropout", "ensemble", "distance", "conformal"}
     assert (scores["u_mc_dropout"] > 0).all() and (scores["u_ensemble"] > 0).all()
+
+
+def test_uncertainty_defaults_have_one_source():
+    """The workflow schema's defaults and the verbs' are UncertaintySettings' (and Abstention's)."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from biomarkers.cli.survival import fit
+    from biomarkers.cli.uncertainty import uncertainty_choice
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]
+    block, model = props["uncertainty"]["properties"], props["model"]["properties"]
+    settings = UncertaintySettings()
+    assert (block["members"]["default"], block["alpha"]["default"], block["c0_days"]["default"]) == \
+        (settings.members, settings.alpha, settings.c0_days)
+    assert (model["cv_folds"]["default"], model["abstain_quantile"]["default"]) == \
+        (settings.folds, settings.abstain_quantile)
+    assert props["evaluation"]["properties"]["seed"]["default"] == settings.seed
+    verb = inspect.signature(uncertainty_choice).parameters
+    for key in ("members", "folds", "alpha", "c0_days", "abstain_quantile", "seed"):
+        assert verb[key].default.default == getattr(settings, key), key
+    assert inspect.signature(fit).parameters["abstain_quantile"].default.default == Abstention().quantile \
+        == settings.abstain_quantile
