@@ -32,7 +32,7 @@ def pretraining_flags(wildcards):
 
 
 def uncertainty_flags(wildcards):
-    """Settings of `uncertainty-choice` and `uncertainty-scores` (the same for both)."""
+    """Settings of `uncertainty-choice` (`uncertainty-scores` takes them from its choice)."""
     return (f"--members {UNCERTAINTY['members']} --folds {config['model']['cv_folds']} --alpha {UNCERTAINTY['alpha']}"
             f" --c0-days {UNCERTAINTY['c0_days']} --abstain-quantile {config['model']['abstain_quantile']}"
             f" --seed {config['evaluation']['seed']}")
