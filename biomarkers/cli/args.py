@@ -45,17 +45,20 @@ SPEC = typer.Option(None, help="The model as JSON: {\"kind\": ..., \"params\": {
                                "\"log_features\": [...]} (instead of --model, --set, --include, --log-features).")
 
 
-def model_spec(spec: Optional[str], model: Optional[str], sets: Sequence[str], include: str, log_features: str):
+def model_spec(spec: Optional[str], model: Optional[str], sets: Sequence[str], include: str, log_features: str,
+               shortcuts: Optional[dict] = None):
     """The :class:`~biomarkers.survival.spec.ModelSpec` of ``--spec JSON``, or of ``--model`` (default
-    coxph), ``--set KEY=VALUE``, ``--include`` and ``--log-features``; not both."""
+    coxph), ``--set KEY=VALUE``, ``--include`` and ``--log-features``; not both. ``shortcuts``:
+    hyperparameters given by their own flags (e.g. ``fit --penalizer``; None where not given)."""
     from biomarkers.survival.spec import ModelSpec
 
+    given = {key: value for key, value in (shortcuts or {}).items() if value is not None}
     if spec is None:
         return ModelSpec(model or "coxph", split_list(include) or None, tuple(split_list(log_features)),
-                         key_values(sets))
-    if model is not None or sets or include or log_features:
+                         {**key_values(sets), **given})
+    if model is not None or sets or include or log_features or given:
         raise ValueError("--spec names the model, its hyperparameters and features; give it without --model, "
-                         "--set, --include and --log-features")
+                         "--set, --include, --log-features and hyperparameter flags")
     return parse_spec(spec)
 
 

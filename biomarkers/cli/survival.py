@@ -29,8 +29,10 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
         out: Path = typer.Option(..., help="Model directory to write."),
         include: str = typer.Option("", help="Comma-separated feature columns (default: all numeric)."),
         log_features: str = typer.Option("", help="Comma-separated features to log1p-transform."),
-        set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE (see `biomarkers models`), e.g. "
-                                                         "penalizer=0.1; repeatable."),
+        penalizer: Optional[float] = typer.Option(None, help="coxph penalty strength (default 0.1)."),
+        l1_ratio: Optional[float] = typer.Option(None, help="Elastic-net mixing, 0 = ridge, 1 = lasso (coxph, coxnet)."),
+        set_: List[str] = typer.Option([], "--set", help="Hyperparameter KEY=VALUE (see `biomarkers models`); "
+                                                         "repeatable."),
         spec: Optional[str] = cli_args.SPEC,
         horizons: str = typer.Option("", help="Comma-separated times (days) at which survival is scored "
                                                "(default: quartiles of the training event times)."),
@@ -54,7 +56,8 @@ def fit(features: Path = typer.Option(..., help="Training feature table."),
     from biomarkers.survival.bundle import Abstention, fit_bundle, read_feature_table, save_bundle
 
     _torch_threads(threads)
-    spec_ = cli_args.model_spec(spec, model, set_, include, log_features)
+    spec_ = cli_args.model_spec(spec, model, set_, include, log_features,
+                                {"penalizer": penalizer, "l1_ratio": l1_ratio})
     table = read_feature_table(features, training_cohort=training_cohort)
     spec_ = spec_.with_pipeline(pipeline_options(table, spec_.features, harmonize, not_harmonized, corr_threshold,
                                                  fdr_q, max_features))

@@ -9,7 +9,6 @@ before any work, and a missing file or a mask on another grid raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -55,18 +54,17 @@ def train_autoencoder_from_sheet(subjects_path: str | Path, cohort: str, masks: 
     InputError
         A subject's PET, CT or mask file is missing, or an image is on another grid.
     """
-    spec = patch
-    bags = bags_from_sheet(subjects_path, cohort, masks, spec, progress=False)
+    bags = bags_from_sheet(subjects_path, cohort, masks, patch, progress=False)
     with_lesions = set(bags.subject_id)
     used = [sid for sid in bags.subjects if sid in with_lesions]
     empty = [sid for sid in bags.subjects if sid not in with_lesions]
     if not used:
         raise InputError(f"no lesion in any mask of cohort {cohort!r}; nothing to train on", path=masks)
     x = bags.patches
-    model, history = train_autoencoder(x, settings, spec.channels)
+    model, history = train_autoencoder(x, settings, patch.channels)
     training = training_record(settings, len(x))
     training.update(cohort=cohort, subjects_without_lesions=empty)
-    save_autoencoder(model, out, spec, history, training, used)
+    save_autoencoder(model, out, patch, history, training, used)
     return {"subjects": used, "subjects_without_lesions": empty, "n_patches": int(len(x)), "history": history}
 
 

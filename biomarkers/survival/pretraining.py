@@ -50,12 +50,13 @@ def pretrain_encoder(patches: np.ndarray, channels: Sequence[str], latent: int, 
 @dataclass(frozen=True)
 class PretrainingSettings:
     """The comparison's ``seeds`` (each fits every variant once), the autoencoder's ``epochs``,
-    and the paired bootstrap's resamples ``n_boot`` and seed ``boot_seed``."""
+    and the paired bootstrap's resamples ``n_boot`` and seed ``boot_seed`` (their defaults are the
+    `pretraining` verb's and the workflow schema's)."""
 
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 20
-    n_boot: int = 1000
-    boot_seed: int = 0
+    seeds: tuple[int, ...]
+    epochs: int
+    n_boot: int
+    boot_seed: int
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -65,7 +66,7 @@ class PretrainingSettings:
 
 def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFrame, validation_bags,
                         pretrain_patches: np.ndarray, spec: "ModelSpec",
-                        settings: PretrainingSettings = PretrainingSettings(), progress: bool = False) -> dict:
+                        settings: PretrainingSettings, progress: bool = False) -> dict:
     """Validation C of the three variants over the settings' seeds, with paired bootstrap differences
     to scratch.
 
@@ -73,14 +74,14 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
     ``pretrain_patches``: every patch the encoder may learn from (N, C, D, H, W); ``spec``: the
     end-to-end model (``cnn_survival``) as it is fitted, its seed replaced by each seed.
     """
-    seeds, pretrain_epochs, n_boot, boot_seed = settings.seeds, settings.epochs, settings.n_boot, settings.boot_seed
     from biomarkers.survival.cnn import CnnTraining, fit_lesion_bag_cox, risk_samples
     from biomarkers.survival.bundle import fit_bundle
 
+    seeds, pretrain_epochs, n_boot, boot_seed = settings.seeds, settings.epochs, settings.n_boot, settings.boot_seed
+
     if spec.kind != "cnn_survival":
         raise ValueError(f"the pretraining comparison is of an end-to-end model (cnn_survival), not {spec.kind}")
-    base = spec.hyperparameters
-    training = CnnTraining.from_hyperparameters(base)
+    training = CnnTraining.from_hyperparameters(spec.hyperparameters)
     t_val, e_val = validation["time"].to_numpy(float), validation["event"].to_numpy(int)
     risks: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}
     losses = {}
@@ -91,7 +92,7 @@ def compare_pretraining(train: pd.DataFrame, train_bags, validation: pd.DataFram
         bags_train = bundle.inputs(train, train_bags)["bags"]
         bags_val = bundle.inputs(validation, validation_bags)["bags"]
         risks["scratch"].append(risk_samples(bundle.estimator.net_, bags_val, x_val, 0)[0])
-        encoder, losses[seed] = pretrain_encoder(pretrain_patches, channels, base["latent"], base["width"],
+        encoder, losses[seed] = pretrain_encoder(pretrain_patches, channels, training.latent, training.width,
                                                  pretrain_epochs, seed)
         for variant in ("finetuned", "frozen"):
             fitted = fit_lesion_bag_cox(bags_train, x_train, train["time"].to_numpy(float),

@@ -31,10 +31,9 @@ on fewer patients, spread their MC-dropout samples differently).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd

@@ -67,7 +67,7 @@ def study(tmp_path_factory):
                         "--out", root / f"{cohort}.parquet", *[root / f"{s}_lesions.parquet" for s in ids])
         assert result.exit_code == 0, result.output
     result = invoke("fit", "--features", root / "train.parquet", "--model", "coxph", "--out", root / "model",
-                    "--include", "total_mtv_ml,suv_max", "--set", "penalizer=0.5")
+                    "--include", "total_mtv_ml,suv_max", "--penalizer", "0.5")
     assert result.exit_code == 0, result.output
     result = invoke("score", "--model", root / "model", "--features", root / "validation.parquet",
                     "--out", root / "scores.parquet")
