@@ -100,3 +100,9 @@ def test_cv_candidates_by_spec_equal_those_by_flags(gbsg2, tmp_path):
     assert set(b.index) == {"coxph", "small"}
     twice = runner.invoke(app, [*common, "--model", "coxph", "--spec", f"coxph={spec}", "--out", str(tmp_path / "c.tsv")])
     assert twice.exit_code == 1 and "candidate coxph given twice" in twice.output
+    none = runner.invoke(app, [*common, "--out", str(tmp_path / "d.tsv")])
+    assert none.exit_code == 1 and "no candidate: give --model or --spec" in none.output
+    piped = ModelSpec("coxph", pipeline={"fdr_q": 0.1}).to_json()
+    refused = runner.invoke(app, [*common, "--spec", f"coxph={piped}", "--out", str(tmp_path / "e.tsv")])
+    assert refused.exit_code == 1 and "give the preprocessing by its own options" in refused.output
+    assert not (tmp_path / "d.tsv").exists() and not (tmp_path / "e.tsv").exists()
